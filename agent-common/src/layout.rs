@@ -1,0 +1,149 @@
+//! Offsets of the kernel data the eBPF programs read, computed by userspace at load time
+//! (rule 9: nothing kernel-version-specific is hard-coded):
+//!
+//! - `tp_*`: byte offsets of fields inside tracepoint records, from
+//!   `/sys/kernel/tracing/events/<category>/<name>/format`;
+//! - the others: byte offsets of kernel struct members, from the running kernel's BTF.
+//!
+//! A field the kernel does not have is [`ABSENT`]; the programs then skip what needs it and the
+//! agent reports the lost feature.
+
+/// Marks an offset the running kernel does not provide.
+pub const ABSENT: u32 = u32::MAX;
+
+/// Largest tracepoint record prefix the programs copy (all `tp_*` offsets + field size must fit).
+pub const TP_RECORD_MAX: u32 = 128;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    // sched/sched_process_exec
+    pub tp_exec_filename: u32,
+    // sched/sched_process_exit (`group_dead` exists since Linux 6.16)
+    pub tp_exit_group_dead: u32,
+    // sock/inet_sock_set_state
+    pub tp_inet_skaddr: u32,
+    pub tp_inet_oldstate: u32,
+    pub tp_inet_newstate: u32,
+    pub tp_inet_sport: u32,
+    pub tp_inet_dport: u32,
+    pub tp_inet_family: u32,
+    pub tp_inet_protocol: u32,
+    pub tp_inet_saddr: u32,
+    pub tp_inet_daddr: u32,
+    pub tp_inet_saddr_v6: u32,
+    pub tp_inet_daddr_v6: u32,
+    /// Bytes of the inet_sock_set_state record to copy (covers every field above).
+    pub tp_inet_size: u32,
+    // syscalls/sys_exit_accept{,4}
+    pub tp_sys_exit_ret: u32,
+
+    // struct task_struct
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    pub task_exit_code: u32,
+    pub task_signal: u32,
+    pub task_files: u32,
+    pub task_mm: u32,
+    pub task_cgroups: u32,
+    // struct signal_struct
+    pub signal_live: u32,
+    // struct mm_struct
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    // struct files_struct / fdtable / file / socket
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    // struct sock / tcp_sock
+    pub sock_err: u32,
+    pub sock_cgroup: u32,
+    pub sock_family: u32,
+    /// `sock.sk_flags` and the bit of `SOCK_DONE` in it (set when the peer's FIN arrived).
+    pub sock_flags: u32,
+    pub sock_done_bit: u32,
+    pub tcp_bytes_received: u32,
+    pub tcp_bytes_sent: u32,
+    pub tcp_bytes_retrans: u32,
+    pub tcp_total_retrans: u32,
+    pub tcp_srtt_us: u32,
+    // struct css_set / cgroup / kernfs_node
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+
+    /// Records are submitted without waking userspace until this many bytes wait in the ring
+    /// buffer (userspace also drains on a timer): batched wake-ups.
+    pub wakeup_bytes: u64,
+}
+
+impl KernelLayout {
+    /// Everything absent: what the object carries until userspace fills it in.
+    pub const ABSENT: Self = Self {
+        tp_exec_filename: ABSENT,
+        tp_exit_group_dead: ABSENT,
+        tp_inet_skaddr: ABSENT,
+        tp_inet_oldstate: ABSENT,
+        tp_inet_newstate: ABSENT,
+        tp_inet_sport: ABSENT,
+        tp_inet_dport: ABSENT,
+        tp_inet_family: ABSENT,
+        tp_inet_protocol: ABSENT,
+        tp_inet_saddr: ABSENT,
+        tp_inet_daddr: ABSENT,
+        tp_inet_saddr_v6: ABSENT,
+        tp_inet_daddr_v6: ABSENT,
+        tp_inet_size: 0,
+        tp_sys_exit_ret: ABSENT,
+        task_pid: ABSENT,
+        task_tgid: ABSENT,
+        task_real_parent: ABSENT,
+        task_group_leader: ABSENT,
+        task_start_boottime: ABSENT,
+        task_exit_code: ABSENT,
+        task_signal: ABSENT,
+        task_files: ABSENT,
+        task_mm: ABSENT,
+        task_cgroups: ABSENT,
+        signal_live: ABSENT,
+        mm_arg_start: ABSENT,
+        mm_arg_end: ABSENT,
+        files_fdt: ABSENT,
+        fdtable_max_fds: ABSENT,
+        fdtable_fd: ABSENT,
+        file_private_data: ABSENT,
+        socket_sk: ABSENT,
+        sock_err: ABSENT,
+        sock_cgroup: ABSENT,
+        sock_family: ABSENT,
+        sock_flags: ABSENT,
+        sock_done_bit: ABSENT,
+        tcp_bytes_received: ABSENT,
+        tcp_bytes_sent: ABSENT,
+        tcp_bytes_retrans: ABSENT,
+        tcp_total_retrans: ABSENT,
+        tcp_srtt_us: ABSENT,
+        css_set_dfl_cgrp: ABSENT,
+        cgroup_kn: ABSENT,
+        kernfs_node_id: ABSENT,
+        wakeup_bytes: 0,
+    };
+}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<KernelLayout>() == 46 * 4 + 8);
+    assert!(offset_of!(KernelLayout, tp_exec_filename) == 0);
+    assert!(offset_of!(KernelLayout, task_pid) == 15 * 4);
+    assert!(offset_of!(KernelLayout, kernfs_node_id) == 45 * 4);
+    assert!(offset_of!(KernelLayout, wakeup_bytes) == 46 * 4);
+};
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)], u32/u64 fields only, explicit padding (asserted above).
+unsafe impl aya::Pod for KernelLayout {}

@@ -1,0 +1,353 @@
+//! TCP connection lifecycles, IPv4 and IPv6.
+//!
+//! `sock/inet_sock_set_state` fires on every TCP state change (`tcp_set_state()`,
+//! `inet_sk_set_state()`); we act on four of them:
+//!
+//! | transition              | context        | action                                          |
+//! |-------------------------|----------------|-------------------------------------------------|
+//! | `* -> SYN_SENT`         | connecting task| state created, owner = current (outbound)       |
+//! | `LISTEN -> SYN_RECV`    | softirq        | child socket: state created, owner unknown      |
+//! | `* -> ESTABLISHED`      | either         | open record if the owner is known               |
+//! | `* -> CLOSE`            | either         | close record (or fail, if never established)    |
+//!
+//! Inbound connections are established in softirq context, where `current` is whatever task was
+//! interrupted (on loopback, usually the client). Their owner is the process that accepts them:
+//! `syscalls/sys_exit_accept{,4}` follows the returned fd to its socket
+//! (`current->files->fdt->fd[fd]->private_data->sk`) and emits the open record then.
+//!
+//! Bytes, retransmits and RTT are aggregated by the kernel itself in `tcp_sock` and read once at
+//! close: no per-packet or per-syscall hook. `bytes_sent` excludes retransmitted bytes and the
+//! SYN/FIN sequence numbers; `bytes_received` excludes the peer's FIN, so both equal what the
+//! applications wrote and read.
+
+use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, macros::tracepoint, programs::TracePointContext};
+use core::ptr::addr_of_mut;
+use sonde_common::{
+    AF_INET, AF_INET6, IPPROTO_TCP,
+    conn::{ConnState, state_flags},
+    counter,
+    layout::ABSENT,
+    record::{ConnRecord, RecordKind, TaskIdentity, conn_flags, direction},
+    tcp_state,
+};
+
+use crate::{
+    emit,
+    kernel::{TpRecord, offset, read},
+    maps::{CONNS, count},
+    task,
+};
+
+/// Map update flag: create or replace.
+const BPF_ANY: u64 = 0;
+
+#[tracepoint]
+pub fn sonde_tcp_state(ctx: TracePointContext) -> u32 {
+    let mut tp = TpRecord::new();
+    if !tp.fill(&ctx, offset!(tp_inet_size)) {
+        return 0;
+    }
+    if tp.get::<u16>(offset!(tp_inet_protocol)) != Some(IPPROTO_TCP) {
+        return 0;
+    }
+    let (Some(sk), Some(old), Some(new)) = (
+        tp.get::<u64>(offset!(tp_inet_skaddr)),
+        tp.get::<i32>(offset!(tp_inet_oldstate)),
+        tp.get::<i32>(offset!(tp_inet_newstate)),
+    ) else {
+        return 0;
+    };
+    match new {
+        tcp_state::SYN_SENT => start(sk, direction::OUTBOUND, true),
+        tcp_state::SYN_RECV => start(sk, direction::INBOUND, false),
+        tcp_state::ESTABLISHED => established(&tp, sk, old),
+        tcp_state::CLOSE if old != tcp_state::LISTEN => close(&tp, sk, old),
+        _ => {}
+    }
+    0
+}
+
+/// A connection starts opening. The 4-tuple is not final yet (the local port of a `connect()`
+/// is chosen after `SYN_SENT`), so it is taken when the handshake ends.
+#[inline(always)]
+fn start(sk: u64, dir: u8, owner_is_current: bool) {
+    let mut state = ConnState {
+        owner: TaskIdentity::UNKNOWN,
+        opened_ns: unsafe { bpf_ktime_get_boot_ns() },
+        established_ns: 0,
+        family: 0,
+        sport: 0,
+        dport: 0,
+        direction: dir,
+        flags: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if owner_is_current {
+        task::write_current(&mut state.owner);
+        state.flags = state_flags::OWNER_KNOWN;
+    }
+    if CONNS.insert(&sk, &state, BPF_ANY).is_err() {
+        count(counter::CONN_MAP_FULL);
+    }
+}
+
+#[inline(always)]
+fn established(tp: &TpRecord, sk: u64, old: i32) {
+    let state = match CONNS.get_ptr_mut(&sk) {
+        Some(state) => state,
+        None => {
+            // The start was missed (it happened before Sonde attached, or the entry was
+            // evicted): track it from here with what the transition tells.
+            let dir = match old {
+                tcp_state::SYN_SENT => direction::OUTBOUND,
+                tcp_state::SYN_RECV => direction::INBOUND,
+                _ => direction::UNKNOWN,
+            };
+            start(sk, dir, false);
+            match CONNS.get_ptr_mut(&sk) {
+                Some(state) => state,
+                None => return,
+            }
+        }
+    };
+    unsafe {
+        (*state).established_ns = bpf_ktime_get_boot_ns();
+        (*state).flags |= state_flags::ESTABLISHED;
+        read_tuple(
+            tp,
+            &mut (*state).family,
+            &mut (*state).sport,
+            &mut (*state).dport,
+            &mut (*state).saddr,
+            &mut (*state).daddr,
+        );
+        // Inbound connections wait for accept() to know their owner (TCP Fast Open children
+        // can be accepted before this point: then the owner is already known).
+        if (*state).direction != direction::INBOUND
+            || (*state).flags & state_flags::OWNER_KNOWN != 0
+        {
+            emit_open(sk, state, old);
+        }
+    }
+}
+
+#[inline(always)]
+fn close(tp: &TpRecord, sk: u64, old: i32) {
+    let state = CONNS.get_ptr(&sk);
+    let established = match state {
+        Some(state) => unsafe { (*state).flags & state_flags::ESTABLISHED != 0 },
+        None => old != tcp_state::SYN_SENT && old != tcp_state::SYN_RECV,
+    };
+    let kind = if established {
+        RecordKind::ConnClose
+    } else {
+        RecordKind::ConnFail
+    };
+    if let Some(mut entry) = emit::reserve::<ConnRecord>(kind) {
+        let rec = entry.as_mut_ptr();
+        unsafe {
+            (*rec).header = emit::header(kind);
+            match state {
+                Some(state) => {
+                    (*rec).owner = (*state).owner;
+                    (*rec).opened_ns = (*state).opened_ns;
+                    (*rec).established_ns = (*state).established_ns;
+                    (*rec).direction = (*state).direction;
+                    let flags = (*state).flags;
+                    let mut out = 0;
+                    if flags & state_flags::OWNER_KNOWN != 0 {
+                        out |= conn_flags::OWNER_KNOWN;
+                    }
+                    if (*state).direction == direction::INBOUND
+                        && established
+                        && flags & state_flags::OPEN_EMITTED == 0
+                    {
+                        out |= conn_flags::NOT_ACCEPTED;
+                    }
+                    (*rec).flags = out;
+                }
+                None => {
+                    count(counter::CONN_NO_STATE);
+                    (*rec).owner = TaskIdentity::UNKNOWN;
+                    (*rec).opened_ns = 0;
+                    (*rec).established_ns = 0;
+                    (*rec).direction = direction::UNKNOWN;
+                    (*rec).flags = conn_flags::NO_STATE;
+                }
+            }
+            read_tuple(
+                tp,
+                &mut (*rec).family,
+                &mut (*rec).sport,
+                &mut (*rec).dport,
+                &mut (*rec).saddr,
+                &mut (*rec).daddr,
+            );
+            (*rec).sock_id = sk;
+            (*rec).sock_cgroup_id = sock_cgroup_id(sk);
+            (*rec).old_state = old as u8;
+            (*rec)._pad0 = [0; 3];
+            (*rec).error = read::<i32>(sk, offset!(sock_err)).unwrap_or(0);
+            let sent = read_counter::<u64>(sk, offset!(tcp_bytes_sent));
+            let retrans = read_counter::<u64>(sk, offset!(tcp_bytes_retrans));
+            (*rec).bytes_sent = sent.saturating_sub(retrans);
+            (*rec).bytes_received = read_counter::<u64>(sk, offset!(tcp_bytes_received))
+                .saturating_sub(fin_received(sk));
+            (*rec).retransmits = read_counter::<u32>(sk, offset!(tcp_total_retrans));
+            (*rec).srtt_us = read_counter::<u32>(sk, offset!(tcp_srtt_us)) >> 3;
+        }
+        emit::submit(entry);
+    }
+    let _ = CONNS.remove(&sk);
+}
+
+/// Emits the open record of a tracked connection and marks it emitted.
+#[inline(always)]
+fn emit_open(sk: u64, state: *mut ConnState, old: i32) {
+    let Some(mut entry) = emit::reserve::<ConnRecord>(RecordKind::ConnOpen) else {
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        (*rec).header = emit::header(RecordKind::ConnOpen);
+        (*rec).owner = (*state).owner;
+        (*rec).sock_id = sk;
+        (*rec).sock_cgroup_id = sock_cgroup_id(sk);
+        (*rec).opened_ns = (*state).opened_ns;
+        (*rec).established_ns = (*state).established_ns;
+        (*rec).bytes_sent = 0;
+        (*rec).bytes_received = 0;
+        (*rec).retransmits = 0;
+        (*rec).srtt_us = 0;
+        (*rec).error = 0;
+        (*rec).family = (*state).family;
+        (*rec).sport = (*state).sport;
+        (*rec).dport = (*state).dport;
+        (*rec).direction = (*state).direction;
+        (*rec).flags = if (*state).flags & state_flags::OWNER_KNOWN != 0 {
+            conn_flags::OWNER_KNOWN
+        } else {
+            0
+        };
+        (*rec).old_state = old as u8;
+        (*rec)._pad0 = [0; 3];
+        (*rec).saddr = (*state).saddr;
+        (*rec).daddr = (*state).daddr;
+        (*state).flags |= state_flags::OPEN_EMITTED;
+    }
+    emit::submit(entry);
+}
+
+#[tracepoint]
+pub fn sonde_accept(ctx: TracePointContext) -> u32 {
+    let _ = accept(&ctx);
+    0
+}
+
+/// `accept()`/`accept4()` returned `fd`: the caller owns the connection behind it.
+#[inline(always)]
+fn accept(ctx: &TracePointContext) -> Option<()> {
+    let ret: i64 = unsafe { ctx.read_at(offset!(tp_sys_exit_ret) as usize) }.ok()?;
+    if ret < 0 {
+        return None;
+    }
+    let fd = ret as u64;
+    let files: u64 = read(task::current(), offset!(task_files))?;
+    let fdt: u64 = read(files, offset!(files_fdt))?;
+    let max_fds: u32 = read(fdt, offset!(fdtable_max_fds))?;
+    if fd >= max_fds as u64 {
+        return None;
+    }
+    let fd_array: u64 = read(fdt, offset!(fdtable_fd))?;
+    let file: u64 = read(fd_array + fd * 8, 0)?;
+    let socket: u64 = read(file, offset!(file_private_data))?;
+    let sk: u64 = read(socket, offset!(socket_sk))?;
+    let Some(state) = CONNS.get_ptr_mut(&sk) else {
+        // Unix and other sockets are accepted too; only inet ones are ours.
+        let family: u16 = read(sk, offset!(sock_family))?;
+        if family == AF_INET || family == AF_INET6 {
+            count(counter::ACCEPT_NO_STATE);
+        }
+        return None;
+    };
+    unsafe {
+        task::write_current(addr_of_mut!((*state).owner));
+        (*state).flags |= state_flags::OWNER_KNOWN;
+        if (*state).flags & (state_flags::ESTABLISHED | state_flags::OPEN_EMITTED)
+            == state_flags::ESTABLISHED
+        {
+            emit_open(sk, state, tcp_state::ESTABLISHED);
+        }
+    }
+    Some(())
+}
+
+/// The 4-tuple as the tracepoint reports it (ports in host order).
+#[inline(always)]
+fn read_tuple(
+    tp: &TpRecord,
+    family: &mut u16,
+    sport: &mut u16,
+    dport: &mut u16,
+    saddr: &mut [u8; 16],
+    daddr: &mut [u8; 16],
+) {
+    let fam = tp.get::<u16>(offset!(tp_inet_family)).unwrap_or(0);
+    *family = fam;
+    *sport = tp.get::<u16>(offset!(tp_inet_sport)).unwrap_or(0);
+    *dport = tp.get::<u16>(offset!(tp_inet_dport)).unwrap_or(0);
+    if fam == AF_INET {
+        let s = tp.get::<[u8; 4]>(offset!(tp_inet_saddr)).unwrap_or([0; 4]);
+        let d = tp.get::<[u8; 4]>(offset!(tp_inet_daddr)).unwrap_or([0; 4]);
+        *saddr = [0; 16];
+        *daddr = [0; 16];
+        saddr[..4].copy_from_slice(&s);
+        daddr[..4].copy_from_slice(&d);
+    } else {
+        *saddr = tp
+            .get::<[u8; 16]>(offset!(tp_inet_saddr_v6))
+            .unwrap_or([0; 16]);
+        *daddr = tp
+            .get::<[u8; 16]>(offset!(tp_inet_daddr_v6))
+            .unwrap_or([0; 16]);
+    }
+}
+
+/// cgroup v2 id of the socket: `sk->sk_cgrp_data.cgroup->kn->id`, inherited from the listener
+/// for inbound connections, so even unaccepted ones are attributed to a container.
+#[inline(always)]
+fn sock_cgroup_id(sk: u64) -> u64 {
+    let cgroup: u64 = read(sk, offset!(sock_cgroup)).unwrap_or(0);
+    let kn: u64 = read(cgroup, offset!(cgroup_kn)).unwrap_or(0);
+    read(kn, offset!(kernfs_node_id)).unwrap_or(0)
+}
+
+/// 1 if the peer's FIN arrived (`SOCK_DONE`): `bytes_received` counts it as one byte.
+#[inline(always)]
+fn fin_received(sk: u64) -> u64 {
+    let bit = offset!(sock_done_bit);
+    if bit >= 64 {
+        return 0;
+    }
+    match read::<u64>(sk, offset!(sock_flags)) {
+        Some(flags) => (flags >> bit) & 1,
+        None => 0,
+    }
+}
+
+/// A `tcp_sock` counter; a failed read is counted, and reported as 0.
+#[inline(always)]
+fn read_counter<T: Copy + Default>(sk: u64, off: u32) -> T {
+    if off == ABSENT {
+        // Reported once by the agent as a missing feature, not per connection.
+        return T::default();
+    }
+    match read::<T>(sk, off) {
+        Some(v) => v,
+        None => {
+            count(counter::READ_FAILED);
+            T::default()
+        }
+    }
+}

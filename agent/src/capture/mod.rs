@@ -1,0 +1,182 @@
+//! Kernel capture: check the node, compute the kernel layout, load the embedded eBPF object,
+//! attach what this kernel offers, and hand out the ring buffer reader and drop counters.
+
+pub mod btf;
+pub mod counters;
+pub mod decode;
+pub mod layout;
+pub mod logger;
+pub mod object;
+pub mod preflight;
+pub mod probes;
+pub mod ringbuf;
+pub mod tracefs;
+
+use std::time::Duration;
+
+use aya::{
+    EbpfLoader,
+    maps::{PerCpuArray, RingBuf},
+};
+use sonde_common::names;
+
+pub use counters::{CounterValues, KernelCounters};
+pub use probes::{ProbeState, ProbeStatus};
+pub use ringbuf::{EventReader, RecordSink};
+
+/// Sizes and timings of the capture. Defaults suit a busy node; see docs/configuration.md.
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    /// Ring buffer size in bytes: a power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+    /// Connections tracked at once (LRU; an evicted one closes flagged `seen_open: false`).
+    pub max_connections: u32,
+    /// The kernel wakes the agent once this many bytes wait in the ring buffer.
+    pub wakeup_bytes: u64,
+    /// The agent drains the ring buffer at least this often.
+    pub drain_interval: Duration,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: 8 << 20,
+            max_connections: 65_536,
+            wakeup_bytes: 256 << 10,
+            drain_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error(
+        "invalid ring buffer size {0} bytes: it must be a power of two and at least one page \
+         (4096). Fix: e.g. --ring-buffer-size 8MiB"
+    )]
+    RingBufferSize(u32),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the eBPF object has no map {0} (build bug)")]
+    MissingMap(&'static str),
+    #[error("cannot use map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("cannot poll the ring buffer: {0}")]
+    Poll(std::io::Error),
+    #[error(
+        "no probe could be attached, so nothing would be captured: {0}. Fix: see the reasons \
+         above; `sonde run --log-level debug` shows the verifier's output"
+    )]
+    NothingAttached(String),
+}
+
+impl CaptureError {
+    /// Process exit code for this error (sysexits.h), so scripts can tell causes apart.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CaptureError::Preflight(preflight::PreflightError::NotPrivileged { .. }) => 77,
+            CaptureError::Preflight(_)
+            | CaptureError::Tracefs(_)
+            | CaptureError::Btf(_)
+            | CaptureError::NothingAttached(_) => 69,
+            CaptureError::RingBufferSize(_) => 78,
+            _ => 70,
+        }
+    }
+}
+
+/// A running capture. Dropping it detaches every program.
+pub struct Capture {
+    _ebpf: aya::Ebpf,
+    pub reader: EventReader,
+    pub counters: KernelCounters,
+    pub probes: Vec<ProbeStatus>,
+    /// Kernel fields this kernel lacks (features degraded, not lost).
+    pub missing_fields: Vec<String>,
+    _logger: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Capture {
+    /// Checks the node, loads and attaches. Must run inside a tokio runtime.
+    pub fn start(opts: &CaptureOptions) -> Result<Self, CaptureError> {
+        preflight::check()?;
+        let size = opts.ring_buffer_bytes;
+        if !size.is_power_of_two() || size < 4096 {
+            return Err(CaptureError::RingBufferSize(size));
+        }
+        let tracefs = tracefs::Tracefs::find_or_mount()?;
+        // The BTF index is dropped once the offsets are known.
+        let layout = {
+            let btf = btf::Btf::from_kernel()?;
+            layout::Layout::compute(&btf, &tracefs, opts.wakeup_bytes)
+        };
+        for field in &layout.missing {
+            tracing::warn!(field = %field, "kernel field not available; dependent data degraded");
+        }
+
+        let mut ebpf = EbpfLoader::new()
+            // No CO-RE relocations in our programs: skip parsing vmlinux BTF a second time.
+            .btf(None)
+            .map_max_entries(names::EVENTS_MAP, size)
+            .map_max_entries(names::CONNS_MAP, opts.max_connections.max(1))
+            .override_global(names::LAYOUT_GLOBAL, &layout.abi, true)
+            .load(object::BYTES)?;
+        let logger = logger::spawn(&mut ebpf);
+
+        let probes = probes::attach_all(&mut ebpf, &tracefs, &layout);
+        for p in &probes {
+            match &p.state {
+                ProbeState::Attached => {
+                    tracing::info!(program = p.program, hook = %p.hook, "probe attached")
+                }
+                ProbeState::Unavailable(reason) => tracing::warn!(
+                    program = p.program, hook = %p.hook, lost = p.provides, %reason,
+                    "probe unavailable"
+                ),
+                ProbeState::Failed(reason) => tracing::error!(
+                    program = p.program, hook = %p.hook, lost = p.provides, %reason,
+                    "probe failed"
+                ),
+            }
+        }
+        if !probes.iter().any(|p| p.state == ProbeState::Attached) {
+            let reasons: Vec<String> = probes
+                .iter()
+                .map(|p| format!("{}: {:?}", p.hook, p.state))
+                .collect();
+            return Err(CaptureError::NothingAttached(reasons.join("; ")));
+        }
+
+        let events = ebpf
+            .take_map(names::EVENTS_MAP)
+            .ok_or(CaptureError::MissingMap(names::EVENTS_MAP))?;
+        let events = RingBuf::try_from(events).map_err(|source| CaptureError::Map {
+            name: names::EVENTS_MAP,
+            source,
+        })?;
+        let counters = ebpf
+            .take_map(names::COUNTERS_MAP)
+            .ok_or(CaptureError::MissingMap(names::COUNTERS_MAP))?;
+        let counters = PerCpuArray::try_from(counters).map_err(|source| CaptureError::Map {
+            name: names::COUNTERS_MAP,
+            source,
+        })?;
+        Ok(Self {
+            _ebpf: ebpf,
+            reader: EventReader::new(events, opts.drain_interval).map_err(CaptureError::Poll)?,
+            counters: KernelCounters::new(counters),
+            probes,
+            missing_fields: layout.missing,
+            _logger: logger,
+        })
+    }
+}

@@ -1,0 +1,54 @@
+//! Sinks for events: NDJSON and readable text on stdout (the event stream), written by a
+//! dedicated thread. Prometheus metrics and the status API plug in here.
+
+pub mod json;
+pub mod text;
+pub mod writer;
+
+use std::hash::{BuildHasher, RandomState};
+
+use sonde_common::record::ConnRecord;
+
+use crate::{clock::Clock, event::Event};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One line per event, for people.
+    Text,
+    /// One JSON object per line (NDJSON), for programs.
+    Json,
+}
+
+/// What formatting needs besides the event.
+pub struct Context {
+    pub clock: Clock,
+    ids: RandomState,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Context {
+    pub fn new() -> Self {
+        Self {
+            clock: Clock::now(),
+            ids: RandomState::new(),
+        }
+    }
+
+    /// Identifier of a connection, the same on its open and close records: a keyed hash of the
+    /// socket address and open time, so no kernel address is ever printed.
+    pub fn conn_id(&self, r: &ConnRecord) -> u64 {
+        self.ids.hash_one((r.sock_id, r.opened_ns))
+    }
+
+    pub fn write(&self, format: OutputFormat, out: &mut Vec<u8>, ev: &Event) {
+        match format {
+            OutputFormat::Text => text::write_event(out, ev, self),
+            OutputFormat::Json => json::write_event(out, ev, self),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Sonde, the node agent: kernel capture (eBPF), typed events, and their export.
+//!
+//! Layers, each usable without the ones after it:
+//! - [`capture`]: load and attach the eBPF programs, read the ring buffer and drop counters;
+//! - [`event`]: typed lifecycle events decoded from kernel records;
+//! - [`export`]: sinks (NDJSON / text event stream);
+//! - [`run`]: the `sonde run` pipeline tying them together.
+
+pub mod capture;
+pub mod clock;
+pub mod event;
+pub mod export;
+pub mod logging;
+pub mod run;
+pub mod units;

@@ -1,0 +1,28 @@
+//! Logs through `tracing` to stderr, as text or JSON. `log` records (from aya, and the eBPF
+//! programs' aya-log output) are bridged into it.
+
+use tracing_subscriber::{EnvFilter, fmt};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. `level` is a tracing filter (`info`, `debug`,
+/// `sonde=debug,aya=info`, ...); aya's own chatter stays at warn unless asked for.
+pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
+    let directives = if level.contains("aya") {
+        level.to_string()
+    } else {
+        format!("{level},aya=warn,aya_obj=warn")
+    };
+    let filter =
+        EnvFilter::try_new(&directives).map_err(|e| format!("invalid log level {level:?}: {e}"))?;
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| format!("cannot install the logger: {e}"))
+}

@@ -1,0 +1,135 @@
+//! `sonde`: the command line. Parsing and dispatch only; the work lives in the library.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use sonde::{
+    capture::CaptureOptions,
+    export::OutputFormat,
+    logging::{self, LogFormat},
+    run::{RunOptions, run},
+    units::parse_size,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "sonde",
+    version,
+    about = "eBPF node agent: process and TCP lifecycles, attributed"
+)]
+struct Cli {
+    /// Log level or tracing filter (error, warn, info, debug, trace, or e.g. "sonde=debug").
+    #[arg(long, global = true, env = "SONDE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "SONDE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture process and TCP events on this host and stream them to stdout.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Output format: readable lines, or NDJSON (one object per line). Default: text on a
+    /// terminal, json otherwise.
+    #[arg(long, env = "SONDE_OUTPUT", value_enum)]
+    output: Option<OutputFormat>,
+    /// Stop after this long (e.g. 30s, 5m); default: run until SIGINT/SIGTERM.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Kernel ring buffer size (power of two, e.g. 8MiB).
+    #[arg(long, default_value = "8MiB", value_parser = parse_ring_size)]
+    ring_buffer_size: u32,
+    /// TCP connections tracked at once by the kernel (LRU).
+    #[arg(long, default_value_t = 65_536)]
+    max_connections: u32,
+    /// Bytes waiting in the ring buffer before the kernel wakes the agent.
+    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+    wakeup_bytes: u64,
+    /// The agent drains the ring buffer at least this often.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    drain_interval: Duration,
+    /// Write capture statistics (events, losses, probes) as JSON to this file when stopping.
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
+}
+
+fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let n = parse_size(text)?;
+    let n = u32::try_from(n).map_err(|_| format!("{text} is too large (max 2GiB)"))?;
+    if !n.is_power_of_two() || n < 4096 {
+        return Err(format!(
+            "{text} is not a power of two of at least 4KiB (e.g. 4MiB, 8MiB, 16MiB)"
+        ));
+    }
+    Ok(n)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(err) = logging::init(&cli.log_level, cli.log_format) {
+        eprintln!("sonde: {err}");
+        return ExitCode::from(64);
+    }
+    match cli.command {
+        Command::Run(args) => run_command(args),
+    }
+}
+
+fn run_command(args: RunArgs) -> ExitCode {
+    let output = args.output.unwrap_or(if std::io::stdout().is_terminal() {
+        OutputFormat::Text
+    } else {
+        OutputFormat::Json
+    });
+    let opts = RunOptions {
+        capture: CaptureOptions {
+            ring_buffer_bytes: args.ring_buffer_size,
+            max_connections: args.max_connections,
+            wakeup_bytes: args.wakeup_bytes,
+            drain_interval: args.drain_interval,
+        },
+        output,
+        duration: args.duration,
+        stats_file: args.stats_file,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("sonde")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("sonde: cannot start the async runtime: {err}");
+            return ExitCode::from(70);
+        }
+    };
+    match runtime.block_on(run(opts, Box::new(std::io::stdout()))) {
+        Ok(stats) => {
+            tracing::info!(
+                events = stats.events.values().sum::<u64>(),
+                lost = stats.lost,
+                kernel = ?stats.kernel_counters,
+                "capture stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("sonde: error: {err}");
+            ExitCode::from(err.exit_code().clamp(1, 255) as u8)
+        }
+    }
+}
