@@ -87,14 +87,14 @@ fn start(sk: u64, dir: u8, owner_is_current: bool) {
         task::write_current(&mut state.owner);
         state.flags = state_flags::OWNER_KNOWN;
     }
-    if CONNS.insert(&sk, &state, BPF_ANY).is_err() {
+    if CONNS.insert(sk, state, BPF_ANY).is_err() {
         count(counter::CONN_MAP_FULL);
     }
 }
 
 #[inline(always)]
 fn established(tp: &TpRecord, sk: u64, old: i32) {
-    let state = match CONNS.get_ptr_mut(&sk) {
+    let state = match CONNS.get_ptr_mut(sk) {
         Some(state) => state,
         None => {
             // The start was missed (it happened before Sonde attached, or the entry was
@@ -105,7 +105,7 @@ fn established(tp: &TpRecord, sk: u64, old: i32) {
                 _ => direction::UNKNOWN,
             };
             start(sk, dir, false);
-            match CONNS.get_ptr_mut(&sk) {
+            match CONNS.get_ptr_mut(sk) {
                 Some(state) => state,
                 None => return,
             }
@@ -134,7 +134,7 @@ fn established(tp: &TpRecord, sk: u64, old: i32) {
 
 #[inline(always)]
 fn close(tp: &TpRecord, sk: u64, old: i32) {
-    let state = CONNS.get_ptr(&sk);
+    let state = CONNS.get_ptr(sk);
     let established = match state {
         Some(state) => unsafe { (*state).flags & state_flags::ESTABLISHED != 0 },
         None => old != tcp_state::SYN_SENT && old != tcp_state::SYN_RECV,
@@ -199,7 +199,7 @@ fn close(tp: &TpRecord, sk: u64, old: i32) {
         }
         emit::submit(entry);
     }
-    let _ = CONNS.remove(&sk);
+    let _ = CONNS.remove(sk);
 }
 
 /// Emits the open record of a tracked connection and marks it emitted.
@@ -263,7 +263,7 @@ fn accept(ctx: &TracePointContext) -> Option<()> {
     let file: u64 = read(fd_array + fd * 8, 0)?;
     let socket: u64 = read(file, offset!(file_private_data))?;
     let sk: u64 = read(socket, offset!(socket_sk))?;
-    let Some(state) = CONNS.get_ptr_mut(&sk) else {
+    let Some(state) = CONNS.get_ptr_mut(sk) else {
         // Unix and other sockets are accepted too; only inet ones are ours.
         let family: u16 = read(sk, offset!(sock_family))?;
         if family == AF_INET || family == AF_INET6 {

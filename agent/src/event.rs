@@ -12,6 +12,10 @@ use sonde_common::{
 };
 
 #[derive(Clone, Copy, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "decoding is a copy into a fixed record: boxing would allocate per event"
+)]
 pub enum Event {
     Exec(ExecRecord),
     Fork(ForkRecord),

@@ -61,6 +61,10 @@ struct RunArgs {
     /// The agent drains the ring buffer at least this often.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     drain_interval: Duration,
+    /// Kernel BTF file (default /sys/kernel/btf/vmlinux); for kernels built without BTF, give
+    /// the BTF of the exact kernel build, e.g. from BTFHub.
+    #[arg(long, env = "SONDE_BTF_PATH")]
+    btf_path: Option<PathBuf>,
     /// Write capture statistics (events, losses, probes) as JSON to this file when stopping.
     #[arg(long)]
     stats_file: Option<PathBuf>,
@@ -100,6 +104,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             max_connections: args.max_connections,
             wakeup_bytes: args.wakeup_bytes,
             drain_interval: args.drain_interval,
+            btf_path: args.btf_path,
         },
         output,
         duration: args.duration,

@@ -1,1 +1,75 @@
-fn main() {}
+//! Build orchestration, the only place for it: `cargo xtask <setup|build|run|test|bench|lint>`.
+//! `run`, `test` and `bench` call `setup` first, so a fresh clone needs nothing else.
+
+mod bench;
+mod cmd;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Sonde's build, test and benchmark tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install and check everything the project needs (idempotent): nightly rust-src,
+    /// bpf-linker, Debian packages used by tests, tracefs and bpffs mounts.
+    Setup,
+    /// Set up and build the agent (debug, or --release).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build (release) and run the agent on this host; extra arguments go to `sonde run`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build and run every test (unit and integration, on the real kernel).
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Set up, build (release) and benchmark Sonde against no tracer and the libbpf-tools peers.
+    Bench {
+        /// Measurement rounds per configuration.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build { release } => {
+            setup::run()?;
+            cmd::build_agent(release)
+        }
+        Command::Run { args } => {
+            setup::run()?;
+            cmd::build_agent(true)?;
+            cmd::run_agent(&args)
+        }
+        Command::Test { filter } => {
+            setup::run()?;
+            cmd::test(filter.as_deref())
+        }
+        Command::Bench { rounds, seconds } => {
+            setup::run()?;
+            cmd::build_agent(true)?;
+            bench::run(rounds, seconds)
+        }
+        Command::Lint => cmd::lint(),
+    }
+}

@@ -14,9 +14,11 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error(
-        "kernel BTF not found at {path}: this kernel was built without CONFIG_DEBUG_INFO_BTF, and \
-         Sonde needs BTF to locate the kernel fields it reads. Fix: run a kernel built with \
-         CONFIG_DEBUG_INFO_BTF=y (the default of all major distributions since 2021)"
+        "kernel BTF not found at {path}: this kernel was built without CONFIG_DEBUG_INFO_BTF (or \
+         the file given does not exist), and Sonde needs BTF to locate the kernel fields it \
+         reads. Fix: run a kernel built with CONFIG_DEBUG_INFO_BTF=y (the default of major \
+         distributions since 2021), or pass --btf-path with the BTF of this exact kernel build \
+         (e.g. from BTFHub)"
     )]
     Missing { path: String },
     #[error("cannot read kernel BTF at {path}: {source}")]

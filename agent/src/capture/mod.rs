@@ -35,6 +35,9 @@ pub struct CaptureOptions {
     pub wakeup_bytes: u64,
     /// The agent drains the ring buffer at least this often.
     pub drain_interval: Duration,
+    /// Kernel BTF to read struct layouts from; default `/sys/kernel/btf/vmlinux`. For kernels
+    /// built without BTF, a file for the exact kernel build (e.g. from BTFHub) works.
+    pub btf_path: Option<std::path::PathBuf>,
 }
 
 impl Default for CaptureOptions {
@@ -44,6 +47,7 @@ impl Default for CaptureOptions {
             max_connections: 65_536,
             wakeup_bytes: 256 << 10,
             drain_interval: Duration::from_millis(50),
+            btf_path: None,
         }
     }
 }
@@ -116,7 +120,10 @@ impl Capture {
         let tracefs = tracefs::Tracefs::find_or_mount()?;
         // The BTF index is dropped once the offsets are known.
         let layout = {
-            let btf = btf::Btf::from_kernel()?;
+            let btf = match &opts.btf_path {
+                Some(path) => btf::Btf::from_file(path)?,
+                None => btf::Btf::from_kernel()?,
+            };
             layout::Layout::compute(&btf, &tracefs, opts.wakeup_bytes)
         };
         for field in &layout.missing {

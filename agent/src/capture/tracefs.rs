@@ -112,7 +112,7 @@ impl Tracefs {
 }
 
 /// Parses the `field:` lines of a tracefs `format` file, e.g.
-/// `field:__u8 saddr[4];	offset:32;	size:4;	signed:0;`.
+/// `field:__u8 saddr[4];<TAB>offset:32;<TAB>size:4;<TAB>signed:0;`.
 pub fn parse_format(text: &str) -> Format {
     let mut fields = HashMap::new();
     for line in text.lines() {

@@ -36,8 +36,10 @@ impl OutputWriter {
                     }
                     Ok(())
                 })();
-                // A reader that went away (`sonde run | head`) ends the run.
-                closed_in_thread.store(true, Ordering::Release);
+                if result.is_err() {
+                    // A reader that went away (`sonde run | head`) ends the run.
+                    closed_in_thread.store(true, Ordering::Release);
+                }
                 result
             })?;
         Ok(Self {

@@ -1,0 +1,215 @@
+//! Runs the real `sonde` binary (`sonde run --output json`) and collects its NDJSON events.
+//!
+//! Readiness is the systemd notification protocol: the harness listens on a datagram socket
+//! passed as `NOTIFY_SOCKET` and waits for `READY=1`, which the agent sends once every probe is
+//! attached.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    os::unix::net::UnixDatagram,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The agent binary: `SONDE_BIN` (set by `cargo xtask test`), else next to the test binary's
+/// target directory.
+pub fn sonde_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SONDE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/sonde
+    let guess = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("sonde"));
+    match guess {
+        Some(path) if path.is_file() => path,
+        _ => panic!(
+            "the sonde binary was not found (SONDE_BIN unset, nothing at target/<profile>/sonde): \
+             run the tests with `cargo xtask test`, which builds it"
+        ),
+    }
+}
+
+pub struct Agent {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+    stats_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// What a stopped agent produced.
+pub struct Stopped {
+    pub events: Vec<Value>,
+    /// The `--stats-file` JSON.
+    pub stats: Value,
+    pub stderr: String,
+}
+
+impl Agent {
+    /// Starts `sonde run --output json` with `extra` arguments and waits until it is capturing.
+    pub fn start(extra: &[&str]) -> Self {
+        crate::require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("set timeout");
+        let stats_file = dir.path().join("stats.json");
+        let mut child = Command::new(sonde_bin())
+            .args(["run", "--output", "json", "--drain-interval", "20ms"])
+            .arg("--stats-file")
+            .arg(&stats_file)
+            .args(extra)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("SONDE_LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", sonde_bin().display()));
+
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let err_pipe = child.stderr.take().expect("stderr");
+        let ev = Arc::clone(&events);
+        let out_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent wrote invalid JSON ({e}): {line}"));
+                ev.lock().expect("lock").push(value);
+            }
+        });
+        let se = Arc::clone(&stderr);
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = String::new();
+            let mut reader = BufReader::new(err_pipe);
+            loop {
+                buf.clear();
+                match reader.read_line(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => se.lock().expect("lock").push_str(&buf),
+                }
+            }
+        });
+
+        let mut agent = Agent {
+            child,
+            events,
+            stderr,
+            readers: vec![out_reader, err_reader],
+            stats_file,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = [0u8; 512];
+        loop {
+            if let Ok(n) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).contains("READY=1")
+            {
+                break;
+            }
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                for r in agent.readers.drain(..) {
+                    let _ = r.join();
+                }
+                panic!(
+                    "sonde exited ({status}) before it was ready:\n{}",
+                    agent.stderr.lock().expect("lock")
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = agent.child.kill();
+                panic!(
+                    "sonde was not ready after 60 s:\n{}",
+                    agent.stderr.lock().expect("lock")
+                );
+            }
+        }
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Events received so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().expect("lock").clone()
+    }
+
+    /// Waits until `done` holds over the events received (or `timeout`); returns them.
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events();
+            if done(&events) || Instant::now() > deadline {
+                return events;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, wait for a clean exit, and return everything it produced.
+    pub fn stop(mut self) -> Stopped {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("sonde did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let stderr = self.stderr.lock().expect("lock").clone();
+        assert!(status.success(), "sonde exited with {status}:\n{stderr}");
+        let mut stats = String::new();
+        std::fs::File::open(&self.stats_file)
+            .and_then(|mut f| f.read_to_string(&mut stats))
+            .unwrap_or_else(|e| panic!("no stats file from sonde ({e}):\n{stderr}"));
+        Stopped {
+            events: self.events.lock().expect("lock").clone(),
+            stats: serde_json::from_str(&stats).expect("stats JSON"),
+            stderr,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Stopped {
+    /// Asserts the agent lost nothing: no kernel ring buffer loss, no decode error, no output
+    /// drop.
+    pub fn assert_nothing_lost(&self) {
+        assert_eq!(
+            self.stats["lost"], 0,
+            "the agent lost events: {}",
+            self.stats
+        );
+    }
+}
