@@ -1,9 +1,10 @@
 //! Offsets of the kernel data the eBPF programs read, computed by userspace at load time
 //! (rule 9: nothing kernel-version-specific is hard-coded):
 //!
-//! - `tp_*`: byte offsets of fields inside tracepoint records, from
+//! - `tp_*`: byte offsets of fields inside classic tracepoint records, from
 //!   `/sys/kernel/tracing/events/<category>/<name>/format`;
-//! - the others: byte offsets of kernel struct members, from the running kernel's BTF.
+//! - the others: byte offsets of kernel struct members, from the running kernel's BTF (raw
+//!   tracepoints get kernel pointers and read the structs behind them).
 //!
 //! A field the kernel does not have is [`ABSENT`]; the programs then skip what needs it and the
 //! agent reports the lost feature.
@@ -11,8 +12,8 @@
 /// Marks an offset the running kernel does not provide.
 pub const ABSENT: u32 = u32::MAX;
 
-/// Largest tracepoint record prefix the programs copy (all `tp_*` offsets + field size must fit).
-pub const TP_RECORD_MAX: u32 = 128;
+/// Largest window of kernel memory the programs copy in one read (`sock_window`).
+pub const WINDOW_MAX: u32 = 128;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,20 +22,6 @@ pub struct KernelLayout {
     pub tp_exec_filename: u32,
     // sched/sched_process_exit (`group_dead` exists since Linux 6.16)
     pub tp_exit_group_dead: u32,
-    // sock/inet_sock_set_state
-    pub tp_inet_skaddr: u32,
-    pub tp_inet_oldstate: u32,
-    pub tp_inet_newstate: u32,
-    pub tp_inet_sport: u32,
-    pub tp_inet_dport: u32,
-    pub tp_inet_family: u32,
-    pub tp_inet_protocol: u32,
-    pub tp_inet_saddr: u32,
-    pub tp_inet_daddr: u32,
-    pub tp_inet_saddr_v6: u32,
-    pub tp_inet_daddr_v6: u32,
-    /// Bytes of the inet_sock_set_state record to copy (covers every field above).
-    pub tp_inet_size: u32,
     // syscalls/sys_exit_accept{,4}
     pub tp_sys_exit_ret: u32,
 
@@ -60,10 +47,22 @@ pub struct KernelLayout {
     pub fdtable_fd: u32,
     pub file_private_data: u32,
     pub socket_sk: u32,
-    // struct sock / tcp_sock
+    // struct sock: the connection's addresses live in its first bytes (`__sk_common`), read as
+    // one window of `sock_window` bytes; every `sock_*` offset below `sock_window` is inside it.
+    pub sock_window: u32,
+    pub sock_family: u32,
+    pub sock_daddr: u32,
+    pub sock_rcv_saddr: u32,
+    /// Remote port, network byte order.
+    pub sock_dport: u32,
+    /// Local port, host byte order.
+    pub sock_num: u32,
+    pub sock_v6_daddr: u32,
+    pub sock_v6_rcv_saddr: u32,
+    // struct sock, outside the window
+    pub sock_protocol: u32,
     pub sock_err: u32,
     pub sock_cgroup: u32,
-    pub sock_family: u32,
     /// `sock.sk_flags` and the bit of `SOCK_DONE` in it (set when the peer's FIN arrived).
     pub sock_flags: u32,
     pub sock_done_bit: u32,
@@ -87,18 +86,6 @@ impl KernelLayout {
     pub const ABSENT: Self = Self {
         tp_exec_filename: ABSENT,
         tp_exit_group_dead: ABSENT,
-        tp_inet_skaddr: ABSENT,
-        tp_inet_oldstate: ABSENT,
-        tp_inet_newstate: ABSENT,
-        tp_inet_sport: ABSENT,
-        tp_inet_dport: ABSENT,
-        tp_inet_family: ABSENT,
-        tp_inet_protocol: ABSENT,
-        tp_inet_saddr: ABSENT,
-        tp_inet_daddr: ABSENT,
-        tp_inet_saddr_v6: ABSENT,
-        tp_inet_daddr_v6: ABSENT,
-        tp_inet_size: 0,
         tp_sys_exit_ret: ABSENT,
         task_pid: ABSENT,
         task_tgid: ABSENT,
@@ -118,9 +105,17 @@ impl KernelLayout {
         fdtable_fd: ABSENT,
         file_private_data: ABSENT,
         socket_sk: ABSENT,
+        sock_window: 0,
+        sock_family: ABSENT,
+        sock_daddr: ABSENT,
+        sock_rcv_saddr: ABSENT,
+        sock_dport: ABSENT,
+        sock_num: ABSENT,
+        sock_v6_daddr: ABSENT,
+        sock_v6_rcv_saddr: ABSENT,
+        sock_protocol: ABSENT,
         sock_err: ABSENT,
         sock_cgroup: ABSENT,
-        sock_family: ABSENT,
         sock_flags: ABSENT,
         sock_done_bit: ABSENT,
         tcp_bytes_received: ABSENT,
@@ -137,11 +132,12 @@ impl KernelLayout {
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<KernelLayout>() == 46 * 4 + 8);
+    assert!(size_of::<KernelLayout>() == 42 * 4 + 8);
     assert!(offset_of!(KernelLayout, tp_exec_filename) == 0);
-    assert!(offset_of!(KernelLayout, task_pid) == 15 * 4);
-    assert!(offset_of!(KernelLayout, kernfs_node_id) == 45 * 4);
-    assert!(offset_of!(KernelLayout, wakeup_bytes) == 46 * 4);
+    assert!(offset_of!(KernelLayout, task_pid) == 3 * 4);
+    assert!(offset_of!(KernelLayout, sock_window) == 21 * 4);
+    assert!(offset_of!(KernelLayout, kernfs_node_id) == 41 * 4);
+    assert!(offset_of!(KernelLayout, wakeup_bytes) == 42 * 4);
 };
 
 #[cfg(feature = "user")]

@@ -163,7 +163,8 @@ pub struct ConnRecord {
     /// Kernel address of the socket: joins the open and close records of one connection. Never
     /// shown to users as is.
     pub sock_id: u64,
-    /// cgroup v2 id of the socket (`sk_cgrp_data`): the cgroup of the process that created it.
+    /// cgroup v2 id of the socket (`sk_cgrp_data`: the cgroup of the process that created it),
+    /// read only when the owner is unknown (otherwise 0: the owner's `cgroup_id` applies).
     pub sock_cgroup_id: u64,
     /// `CLOCK_BOOTTIME` ns of the first SYN (outbound) or of the child socket's creation (inbound).
     pub opened_ns: u64,

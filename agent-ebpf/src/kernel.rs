@@ -4,9 +4,9 @@
 //! verifier sees every offset as a constant. Reads go through `bpf_probe_read_kernel`: a failed
 //! read yields `None`, never a fault.
 
-use aya_ebpf::{EbpfContext, helpers::generated, programs::TracePointContext};
+use aya_ebpf::helpers::generated;
 use core::ffi::c_void;
-use sonde_common::layout::{ABSENT, KernelLayout, TP_RECORD_MAX};
+use sonde_common::layout::{ABSENT, KernelLayout, WINDOW_MAX};
 
 #[unsafe(no_mangle)]
 pub static LAYOUT: KernelLayout = KernelLayout::ABSENT;
@@ -43,38 +43,38 @@ pub fn read<T: Copy>(base: u64, off: u32) -> Option<T> {
     }
 }
 
-/// A copy of a tracepoint record's first bytes, so that its fields can be taken at offsets
-/// known only at load time with a single helper call.
-pub struct TpRecord {
-    buf: [u8; TP_RECORD_MAX as usize],
+/// A copy of the first bytes of a kernel object, so that several of its fields can be taken at
+/// offsets known only at load time with a single helper call.
+pub struct Window {
+    buf: [u8; WINDOW_MAX as usize],
 }
 
-impl TpRecord {
+impl Window {
     #[inline(always)]
     pub const fn new() -> Self {
         Self {
-            buf: [0; TP_RECORD_MAX as usize],
+            buf: [0; WINDOW_MAX as usize],
         }
     }
 
-    /// Copies `size` bytes of the record behind `ctx`; false if the size is out of range (the
-    /// agent never attaches with such a layout) or the read failed.
+    /// Copies `size` bytes from kernel address `src`; false if the size is out of range (the
+    /// agent never loads such a layout) or the read failed.
     #[inline(always)]
-    pub fn fill(&mut self, ctx: &TracePointContext, size: u32) -> bool {
-        if size == 0 || size > TP_RECORD_MAX {
+    pub fn fill(&mut self, src: u64, size: u32) -> bool {
+        if src == 0 || size == 0 || size > WINDOW_MAX {
             return false;
         }
         let ret = unsafe {
             generated::bpf_probe_read_kernel(
                 self.buf.as_mut_ptr().cast::<c_void>(),
                 size,
-                ctx.as_ptr() as *const c_void,
+                src as *const c_void,
             )
         };
         ret == 0
     }
 
-    /// The `T` at byte `off` of the record.
+    /// The `T` at byte `off` of the window.
     #[inline(always)]
     pub fn get<T: Copy>(&self, off: u32) -> Option<T> {
         if off == ABSENT || off as usize + core::mem::size_of::<T>() > self.buf.len() {

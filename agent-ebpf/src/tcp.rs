@@ -1,7 +1,10 @@
 //! TCP connection lifecycles, IPv4 and IPv6.
 //!
-//! `sock/inet_sock_set_state` fires on every TCP state change (`tcp_set_state()`,
-//! `inet_sk_set_state()`); we act on four of them:
+//! `inet_sock_set_state` fires on every TCP state change (`tcp_set_state()`,
+//! `inet_sk_set_state()`). It is attached as a raw tracepoint,
+//! `TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)` (the agent checks
+//! the prototype in BTF before attaching): the states come as arguments, so the transitions we
+//! ignore cost no memory read, and the kernel builds no trace record. We act on four:
 //!
 //! | transition              | context        | action                                          |
 //! |-------------------------|----------------|-------------------------------------------------|
@@ -20,7 +23,11 @@
 //! SYN/FIN sequence numbers; `bytes_received` excludes the peer's FIN, so both equal what the
 //! applications wrote and read.
 
-use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_boot_ns,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use core::ptr::addr_of_mut;
 use sonde_common::{
     AF_INET, AF_INET6, IPPROTO_TCP,
@@ -33,7 +40,7 @@ use sonde_common::{
 
 use crate::{
     emit,
-    kernel::{TpRecord, offset, read},
+    kernel::{Window, offset, read},
     maps::{CONNS, count},
     task,
 };
@@ -41,28 +48,29 @@ use crate::{
 /// Map update flag: create or replace.
 const BPF_ANY: u64 = 0;
 
-#[tracepoint]
-pub fn sonde_tcp_state(ctx: TracePointContext) -> u32 {
-    let mut tp = TpRecord::new();
-    if !tp.fill(&ctx, offset!(tp_inet_size)) {
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn sonde_tcp_state(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let old = ctx.arg::<u64>(1) as i32;
+    let new = ctx.arg::<u64>(2) as i32;
+    let interesting = matches!(
+        new,
+        tcp_state::SYN_SENT | tcp_state::SYN_RECV | tcp_state::ESTABLISHED | tcp_state::CLOSE
+    );
+    if !interesting || (new == tcp_state::CLOSE && old == tcp_state::LISTEN) {
         return 0;
     }
-    if tp.get::<u16>(offset!(tp_inet_protocol)) != Some(IPPROTO_TCP) {
+    // Where the kernel has sk_protocol as a plain field, skip MPTCP/SCTP sockets (their
+    // subflows, which are TCP, come through on their own).
+    let protocol_off = offset!(sock_protocol);
+    if protocol_off != ABSENT && read::<u16>(sk, protocol_off) != Some(IPPROTO_TCP) {
         return 0;
     }
-    let (Some(sk), Some(old), Some(new)) = (
-        tp.get::<u64>(offset!(tp_inet_skaddr)),
-        tp.get::<i32>(offset!(tp_inet_oldstate)),
-        tp.get::<i32>(offset!(tp_inet_newstate)),
-    ) else {
-        return 0;
-    };
     match new {
         tcp_state::SYN_SENT => start(sk, direction::OUTBOUND, true),
         tcp_state::SYN_RECV => start(sk, direction::INBOUND, false),
-        tcp_state::ESTABLISHED => established(&tp, sk, old),
-        tcp_state::CLOSE if old != tcp_state::LISTEN => close(&tp, sk, old),
-        _ => {}
+        tcp_state::ESTABLISHED => established(sk, old),
+        _ => close(sk, old),
     }
     0
 }
@@ -93,7 +101,7 @@ fn start(sk: u64, dir: u8, owner_is_current: bool) {
 }
 
 #[inline(always)]
-fn established(tp: &TpRecord, sk: u64, old: i32) {
+fn established(sk: u64, old: i32) {
     let state = match CONNS.get_ptr_mut(sk) {
         Some(state) => state,
         None => {
@@ -115,7 +123,7 @@ fn established(tp: &TpRecord, sk: u64, old: i32) {
         (*state).established_ns = bpf_ktime_get_boot_ns();
         (*state).flags |= state_flags::ESTABLISHED;
         read_tuple(
-            tp,
+            sk,
             &mut (*state).family,
             &mut (*state).sport,
             &mut (*state).dport,
@@ -133,7 +141,7 @@ fn established(tp: &TpRecord, sk: u64, old: i32) {
 }
 
 #[inline(always)]
-fn close(tp: &TpRecord, sk: u64, old: i32) {
+fn close(sk: u64, old: i32) {
     let state = CONNS.get_ptr(sk);
     let established = match state {
         Some(state) => unsafe { (*state).flags & state_flags::ESTABLISHED != 0 },
@@ -176,16 +184,30 @@ fn close(tp: &TpRecord, sk: u64, old: i32) {
                     (*rec).flags = conn_flags::NO_STATE;
                 }
             }
-            read_tuple(
-                tp,
-                &mut (*rec).family,
-                &mut (*rec).sport,
-                &mut (*rec).dport,
-                &mut (*rec).saddr,
-                &mut (*rec).daddr,
-            );
+            match state {
+                // Taken when the handshake completed; it does not change afterwards.
+                Some(state) if established => {
+                    (*rec).family = (*state).family;
+                    (*rec).sport = (*state).sport;
+                    (*rec).dport = (*state).dport;
+                    (*rec).saddr = (*state).saddr;
+                    (*rec).daddr = (*state).daddr;
+                }
+                _ => read_tuple(
+                    sk,
+                    &mut (*rec).family,
+                    &mut (*rec).sport,
+                    &mut (*rec).dport,
+                    &mut (*rec).saddr,
+                    &mut (*rec).daddr,
+                ),
+            }
             (*rec).sock_id = sk;
-            (*rec).sock_cgroup_id = sock_cgroup_id(sk);
+            (*rec).sock_cgroup_id = if (*rec).flags & conn_flags::OWNER_KNOWN != 0 {
+                0
+            } else {
+                sock_cgroup_id(sk)
+            };
             (*rec).old_state = old as u8;
             (*rec)._pad0 = [0; 3];
             (*rec).error = read::<i32>(sk, offset!(sock_err)).unwrap_or(0);
@@ -213,7 +235,11 @@ fn emit_open(sk: u64, state: *mut ConnState, old: i32) {
         (*rec).header = emit::header(RecordKind::ConnOpen);
         (*rec).owner = (*state).owner;
         (*rec).sock_id = sk;
-        (*rec).sock_cgroup_id = sock_cgroup_id(sk);
+        (*rec).sock_cgroup_id = if (*state).flags & state_flags::OWNER_KNOWN != 0 {
+            0
+        } else {
+            sock_cgroup_id(sk)
+        };
         (*rec).opened_ns = (*state).opened_ns;
         (*rec).established_ns = (*state).established_ns;
         (*rec).bytes_sent = 0;
@@ -283,34 +309,36 @@ fn accept(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-/// The 4-tuple as the tracepoint reports it (ports in host order).
+/// The 4-tuple, from the socket's `__sk_common` in one read (ports in host order).
 #[inline(always)]
 fn read_tuple(
-    tp: &TpRecord,
+    sk: u64,
     family: &mut u16,
     sport: &mut u16,
     dport: &mut u16,
     saddr: &mut [u8; 16],
     daddr: &mut [u8; 16],
 ) {
-    let fam = tp.get::<u16>(offset!(tp_inet_family)).unwrap_or(0);
+    let mut w = Window::new();
+    if !w.fill(sk, offset!(sock_window)) {
+        count(counter::READ_FAILED);
+    }
+    let fam = w.get::<u16>(offset!(sock_family)).unwrap_or(0);
     *family = fam;
-    *sport = tp.get::<u16>(offset!(tp_inet_sport)).unwrap_or(0);
-    *dport = tp.get::<u16>(offset!(tp_inet_dport)).unwrap_or(0);
+    *sport = w.get::<u16>(offset!(sock_num)).unwrap_or(0);
+    *dport = u16::from_be(w.get::<u16>(offset!(sock_dport)).unwrap_or(0));
     if fam == AF_INET {
-        let s = tp.get::<[u8; 4]>(offset!(tp_inet_saddr)).unwrap_or([0; 4]);
-        let d = tp.get::<[u8; 4]>(offset!(tp_inet_daddr)).unwrap_or([0; 4]);
+        let s = w.get::<[u8; 4]>(offset!(sock_rcv_saddr)).unwrap_or([0; 4]);
+        let d = w.get::<[u8; 4]>(offset!(sock_daddr)).unwrap_or([0; 4]);
         *saddr = [0; 16];
         *daddr = [0; 16];
         saddr[..4].copy_from_slice(&s);
         daddr[..4].copy_from_slice(&d);
     } else {
-        *saddr = tp
-            .get::<[u8; 16]>(offset!(tp_inet_saddr_v6))
+        *saddr = w
+            .get::<[u8; 16]>(offset!(sock_v6_rcv_saddr))
             .unwrap_or([0; 16]);
-        *daddr = tp
-            .get::<[u8; 16]>(offset!(tp_inet_daddr_v6))
-            .unwrap_or([0; 16]);
+        *daddr = w.get::<[u8; 16]>(offset!(sock_v6_daddr)).unwrap_or([0; 16]);
     }
 }
 

@@ -11,19 +11,16 @@ use sonde_common::{
     record::{ConnRecord, ExecRecord, ExitRecord, ForkRecord, TaskIdentity, conn_flags, direction},
 };
 
+/// A kernel record, typed and borrowed in place from the ring buffer.
 #[derive(Clone, Copy, Debug)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "decoding is a copy into a fixed record: boxing would allocate per event"
-)]
-pub enum Event {
-    Exec(ExecRecord),
-    Fork(ForkRecord),
-    Exit(ExitRecord),
-    Conn(ConnEvent),
+pub enum Event<'a> {
+    Exec(&'a ExecRecord),
+    Fork(&'a ForkRecord),
+    Exit(&'a ExitRecord),
+    Conn(ConnEvent<'a>),
 }
 
-impl Event {
+impl Event<'_> {
     /// `CLOCK_BOOTTIME` nanoseconds when the kernel saw it.
     pub fn ts_ns(&self) -> u64 {
         match self {
@@ -123,9 +120,9 @@ pub enum ConnPhase {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct ConnEvent {
+pub struct ConnEvent<'a> {
     pub phase: ConnPhase,
-    pub record: ConnRecord,
+    pub record: &'a ConnRecord,
 }
 
 fn addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
@@ -136,7 +133,7 @@ fn addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
-impl ConnEvent {
+impl ConnEvent<'_> {
     pub fn local_addr(&self) -> IpAddr {
         addr(self.record.family, &self.record.saddr)
     }

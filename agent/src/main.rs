@@ -50,13 +50,13 @@ struct RunArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
     /// Kernel ring buffer size (power of two, e.g. 8MiB).
-    #[arg(long, default_value = "8MiB", value_parser = parse_ring_size)]
+    #[arg(long, default_value = "2MiB", value_parser = parse_ring_size)]
     ring_buffer_size: u32,
     /// TCP connections tracked at once by the kernel (LRU).
     #[arg(long, default_value_t = 65_536)]
     max_connections: u32,
     /// Bytes waiting in the ring buffer before the kernel wakes the agent.
-    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+    #[arg(long, default_value = "128KiB", value_parser = parse_size)]
     wakeup_bytes: u64,
     /// The agent drains the ring buffer at least this often.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
@@ -65,6 +65,10 @@ struct RunArgs {
     /// the BTF of the exact kernel build, e.g. from BTFHub.
     #[arg(long, env = "SONDE_BTF_PATH")]
     btf_path: Option<PathBuf>,
+    /// Do not attach this program (repeatable): sonde_exec, sonde_fork, sonde_exit,
+    /// sonde_tcp_state, sonde_accept.
+    #[arg(long = "disable-probe", value_name = "PROGRAM")]
+    disabled_probes: Vec<String>,
     /// Write capture statistics (events, losses, probes) as JSON to this file when stopping.
     #[arg(long)]
     stats_file: Option<PathBuf>,
@@ -105,6 +109,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             wakeup_bytes: args.wakeup_bytes,
             drain_interval: args.drain_interval,
             btf_path: args.btf_path,
+            disabled_probes: args.disabled_probes,
         },
         output,
         duration: args.duration,

@@ -19,9 +19,9 @@ use crate::{
 };
 
 /// Batches are handed to the output thread at this size (or at the end of each drain).
-const BATCH_BYTES: usize = 256 << 10;
+const BATCH_BYTES: usize = 64 << 10;
 /// Batches waiting for the output thread before new ones are dropped.
-const OUTPUT_QUEUE: usize = 64;
+const OUTPUT_QUEUE: usize = 32;
 /// How often kernel drop counters are checked for a warning.
 const LOSS_CHECK: Duration = Duration::from_secs(10);
 

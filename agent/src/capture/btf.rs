@@ -278,6 +278,57 @@ impl Btf {
         })
     }
 
+    /// Readable description of a type, qualifiers dropped: `int`, `*struct sock`, `*void`.
+    fn describe(&self, id: u32, depth: u32) -> String {
+        if id == 0 {
+            return "void".into();
+        }
+        let Some(h) = self.header(id) else {
+            return "?".into();
+        };
+        if depth > 16 {
+            return "?".into();
+        }
+        let name = String::from_utf8_lossy(self.name(h.name_off)).into_owned();
+        match h.kind {
+            KIND_PTR => format!("*{}", self.describe(h.size_or_type, depth + 1)),
+            KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_TYPE_TAG => {
+                self.describe(h.size_or_type, depth + 1)
+            }
+            KIND_STRUCT => format!("struct {name}"),
+            KIND_UNION => format!("union {name}"),
+            KIND_ENUM | KIND_ENUM64 => format!("enum {name}"),
+            _ => name,
+        }
+    }
+
+    /// Parameter types of a raw tracepoint, from its `btf_trace_<name>` typedef (a pointer to
+    /// the probe's prototype, whose first parameter is the `void *` context).
+    pub fn raw_tracepoint_params(&self, name: &str) -> Option<Vec<String>> {
+        let typedef = format!("btf_trace_{name}");
+        let id = (1..self.types.len() as u32).find(|&id| {
+            self.header(id).is_some_and(|h| {
+                h.kind == KIND_TYPEDEF && self.name(h.name_off) == typedef.as_bytes()
+            })
+        })?;
+        let ptr = self.header(id)?;
+        let proto = self.header(ptr.size_or_type)?;
+        let proto = if proto.kind == KIND_PTR {
+            self.header(proto.size_or_type)?
+        } else {
+            proto
+        };
+        if proto.kind != KIND_FUNC_PROTO {
+            return None;
+        }
+        (0..proto.vlen as usize)
+            .map(|i| {
+                let ty = read_u32(&self.data, proto.extra + i * 8 + 4)?;
+                Some(self.describe(ty, 0))
+            })
+            .collect()
+    }
+
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -448,6 +499,10 @@ mod tests {
             .member("sock", "__sk_common.skc_family")
             .expect("sock.__sk_common.skc_family");
         assert_eq!(fam.size, 2);
+        assert_eq!(
+            btf.raw_tracepoint_params("inet_sock_set_state").as_deref(),
+            Some(&["*void", "*struct sock", "int", "int"].map(String::from)[..])
+        );
         // enum sock_flags { SOCK_DEAD, SOCK_DONE, ... } has kept this order since Linux 2.6.
         assert_eq!(btf.enum_value("sock_flags", "SOCK_DONE"), Some(1));
         assert_eq!(btf.enum_value("sock_flags", "NO_SUCH_FLAG"), None);

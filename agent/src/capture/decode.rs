@@ -1,5 +1,5 @@
-//! Raw ring buffer bytes → typed [`Event`]: a bounds-checked copy into a fixed-size record,
-//! no heap allocation.
+//! Raw ring buffer bytes → typed [`Event`]: a bounds- and alignment-checked view of the record
+//! in place. No copy, no heap allocation; the event lives as long as the ring buffer item.
 
 use sonde_common::record::{ConnRecord, ExecRecord, ExitRecord, ForkRecord, Header, RecordKind};
 
@@ -17,9 +17,11 @@ pub enum DecodeError {
         need: usize,
         len: usize,
     },
+    #[error("record kind {kind:?} is not 8-byte aligned in the ring buffer")]
+    Misaligned { kind: RecordKind },
 }
 
-fn copy<T: aya::Pod>(data: &[u8], kind: RecordKind) -> Result<T, DecodeError> {
+fn view<T: aya::Pod>(data: &[u8], kind: RecordKind) -> Result<&T, DecodeError> {
     let need = std::mem::size_of::<T>();
     if data.len() < need {
         return Err(DecodeError::Truncated {
@@ -28,21 +30,24 @@ fn copy<T: aya::Pod>(data: &[u8], kind: RecordKind) -> Result<T, DecodeError> {
             len: data.len(),
         });
     }
-    // SAFETY: `data` holds at least size_of::<T>() bytes and T is Pod (any bit pattern is
-    // valid); read_unaligned makes no alignment assumption.
-    Ok(unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<T>()) })
+    if !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
+        return Err(DecodeError::Misaligned { kind });
+    }
+    // SAFETY: `data` holds at least size_of::<T>() bytes at an address aligned for T, and T is
+    // Pod (every bit pattern is a valid value); the borrow keeps the bytes alive and unchanged.
+    Ok(unsafe { &*data.as_ptr().cast::<T>() })
 }
 
-pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
+pub fn decode(data: &[u8]) -> Result<Event<'_>, DecodeError> {
     if data.len() < std::mem::size_of::<Header>() {
         return Err(DecodeError::Short { len: data.len() });
     }
     let raw_kind = u16::from_ne_bytes([data[0], data[1]]);
     let kind = RecordKind::from_u16(raw_kind).ok_or(DecodeError::UnknownKind { kind: raw_kind })?;
     Ok(match kind {
-        RecordKind::Exec => Event::Exec(copy::<ExecRecord>(data, kind)?),
-        RecordKind::Fork => Event::Fork(copy::<ForkRecord>(data, kind)?),
-        RecordKind::Exit => Event::Exit(copy::<ExitRecord>(data, kind)?),
+        RecordKind::Exec => Event::Exec(view::<ExecRecord>(data, kind)?),
+        RecordKind::Fork => Event::Fork(view::<ForkRecord>(data, kind)?),
+        RecordKind::Exit => Event::Exit(view::<ExitRecord>(data, kind)?),
         RecordKind::ConnOpen | RecordKind::ConnClose | RecordKind::ConnFail => {
             let phase = match kind {
                 RecordKind::ConnOpen => ConnPhase::Open,
@@ -51,7 +56,7 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
             };
             Event::Conn(ConnEvent {
                 phase,
-                record: copy::<ConnRecord>(data, kind)?,
+                record: view::<ConnRecord>(data, kind)?,
             })
         }
     })
@@ -62,12 +67,18 @@ mod tests {
     use super::*;
     use sonde_common::record::TaskIdentity;
 
-    fn bytes_of<T: aya::Pod>(value: &T) -> Vec<u8> {
-        // SAFETY: T is Pod; we only read its bytes.
-        unsafe {
+    /// Bytes at an 8-aligned address, as the ring buffer delivers them.
+    #[repr(C, align(8))]
+    struct Aligned([u8; 128]);
+
+    fn aligned_copy<T: aya::Pod>(value: &T) -> Box<Aligned> {
+        let mut buf = Box::new(Aligned([0; 128]));
+        // SAFETY: T is Pod and fits in the buffer; we only copy its bytes.
+        let bytes = unsafe {
             std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
-        }
-        .to_vec()
+        };
+        buf.0[..bytes.len()].copy_from_slice(bytes);
+        buf
     }
 
     #[test]
@@ -86,8 +97,9 @@ mod tests {
             exit_code: 3 << 8,
             _pad0: 0,
         };
-        let bytes = bytes_of(&exit);
-        match decode(&bytes) {
+        let buf = aligned_copy(&exit);
+        let bytes = &buf.0[..std::mem::size_of::<ExitRecord>()];
+        match decode(bytes) {
             Ok(Event::Exit(r)) => {
                 assert_eq!(r.task.pid, 7);
                 assert_eq!(r.exit_code, 0x300);
@@ -106,10 +118,19 @@ mod tests {
                 ..
             })
         ));
-        let mut unknown = bytes.clone();
-        unknown[0] = 99;
+        // The same record 4 bytes off an 8-byte boundary.
+        let mut shifted = Box::new(Aligned([0; 128]));
+        shifted.0[4..76].copy_from_slice(bytes);
         assert!(matches!(
-            decode(&unknown),
+            decode(&shifted.0[4..76]),
+            Err(DecodeError::Misaligned {
+                kind: RecordKind::Exit
+            })
+        ));
+        let mut unknown = aligned_copy(&exit);
+        unknown.0[0] = 99;
+        assert!(matches!(
+            decode(&unknown.0[..72]),
             Err(DecodeError::UnknownKind { kind: 99 })
         ));
     }

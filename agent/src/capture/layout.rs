@@ -1,9 +1,10 @@
-//! Builds the [`KernelLayout`] the programs read at run time: tracepoint field offsets from
-//! tracefs `format` files and struct member offsets from the kernel's BTF (architecture rule 9).
-//! A field this kernel lacks stays `ABSENT`; [`Layout::missing`] says which, and the probes
-//! that cannot work without it are not attached (see `probes`).
+//! Builds the [`KernelLayout`] the programs read at run time: classic tracepoint field offsets
+//! from tracefs `format` files, struct member offsets and raw tracepoint prototypes from the
+//! kernel's BTF (architecture rule 9). A field this kernel lacks stays `ABSENT`;
+//! [`Layout::missing`] says which, and the probes that cannot work without it are not attached
+//! (see `probes`).
 
-use sonde_common::layout::{ABSENT, KernelLayout, TP_RECORD_MAX};
+use sonde_common::layout::{ABSENT, KernelLayout, WINDOW_MAX};
 
 use super::{
     btf::Btf,
@@ -36,9 +37,22 @@ const BTF_FIELDS: &[(&str, &str, u32, Slot)] = &[
     ("fdtable", "fd", 8, |l| &mut l.fdtable_fd),
     ("file", "private_data", 8, |l| &mut l.file_private_data),
     ("socket", "sk", 8, |l| &mut l.socket_sk),
+    ("sock", "__sk_common.skc_family", 2, |l| &mut l.sock_family),
+    ("sock", "__sk_common.skc_daddr", 4, |l| &mut l.sock_daddr),
+    ("sock", "__sk_common.skc_rcv_saddr", 4, |l| {
+        &mut l.sock_rcv_saddr
+    }),
+    ("sock", "__sk_common.skc_dport", 2, |l| &mut l.sock_dport),
+    ("sock", "__sk_common.skc_num", 2, |l| &mut l.sock_num),
+    ("sock", "__sk_common.skc_v6_daddr", 16, |l| {
+        &mut l.sock_v6_daddr
+    }),
+    ("sock", "__sk_common.skc_v6_rcv_saddr", 16, |l| {
+        &mut l.sock_v6_rcv_saddr
+    }),
+    ("sock", "sk_protocol", 2, |l| &mut l.sock_protocol),
     ("sock", "sk_err", 4, |l| &mut l.sock_err),
     ("sock", "sk_cgrp_data.cgroup", 8, |l| &mut l.sock_cgroup),
-    ("sock", "__sk_common.skc_family", 2, |l| &mut l.sock_family),
     ("tcp_sock", "bytes_received", 8, |l| {
         &mut l.tcp_bytes_received
     }),
@@ -52,28 +66,39 @@ const BTF_FIELDS: &[(&str, &str, u32, Slot)] = &[
     ("kernfs_node", "id", 8, |l| &mut l.kernfs_node_id),
 ];
 
-/// `sock/inet_sock_set_state` fields: (name, expected size, slot).
-const INET_FIELDS: &[(&str, u32, Slot)] = &[
-    ("skaddr", 8, |l| &mut l.tp_inet_skaddr),
-    ("oldstate", 4, |l| &mut l.tp_inet_oldstate),
-    ("newstate", 4, |l| &mut l.tp_inet_newstate),
-    ("sport", 2, |l| &mut l.tp_inet_sport),
-    ("dport", 2, |l| &mut l.tp_inet_dport),
-    ("family", 2, |l| &mut l.tp_inet_family),
-    ("protocol", 2, |l| &mut l.tp_inet_protocol),
-    ("saddr", 4, |l| &mut l.tp_inet_saddr),
-    ("daddr", 4, |l| &mut l.tp_inet_daddr),
-    ("saddr_v6", 16, |l| &mut l.tp_inet_saddr_v6),
-    ("daddr_v6", 16, |l| &mut l.tp_inet_daddr_v6),
+/// Members of `struct sock` read together as one window: (slot, size).
+const SOCK_WINDOW: &[(Slot, u32)] = &[
+    (|l| &mut l.sock_family, 2),
+    (|l| &mut l.sock_daddr, 4),
+    (|l| &mut l.sock_rcv_saddr, 4),
+    (|l| &mut l.sock_dport, 2),
+    (|l| &mut l.sock_num, 2),
+    (|l| &mut l.sock_v6_daddr, 16),
+    (|l| &mut l.sock_v6_rcv_saddr, 16),
+];
+
+/// Raw tracepoints and the prototype the programs expect (`TP_PROTO`, after the `void *`
+/// context), checked against `btf_trace_<name>`.
+pub const RAW_TRACEPOINTS: &[(&str, &[&str])] = &[
+    (
+        "inet_sock_set_state",
+        &["*void", "*struct sock", "int", "int"],
+    ),
+    (
+        "sched_process_fork",
+        &["*void", "*struct task_struct", "*struct task_struct"],
+    ),
 ];
 
 /// The layout handed to the programs, and what this kernel could not provide.
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub abi: KernelLayout,
-    /// Human names of fields that are absent (e.g. `tcp_sock.bytes_acked`,
-    /// `sched_process_exit.group_dead`).
+    /// Human names of fields that are absent (e.g. `tcp_sock.bytes_sent`,
+    /// `sched_process_exec.filename`).
     pub missing: Vec<String>,
+    /// Raw tracepoints whose prototype is not the expected one, with what BTF says.
+    pub bad_prototypes: Vec<(&'static str, String)>,
 }
 
 impl Layout {
@@ -102,10 +127,38 @@ impl Layout {
             }
         };
 
+        // The address window must cover every member read from it.
+        let window_end = SOCK_WINDOW
+            .iter()
+            .map(|&(slot, size)| (*slot(&mut abi), size))
+            .filter(|&(off, _)| off != ABSENT)
+            .map(|(off, size)| off + size)
+            .max()
+            .unwrap_or(0);
+        if window_end > WINDOW_MAX {
+            missing.push(format!(
+                "sock address fields within {WINDOW_MAX} bytes (they end at {window_end})"
+            ));
+            for &(slot, _) in SOCK_WINDOW {
+                *slot(&mut abi) = ABSENT;
+            }
+        } else {
+            abi.sock_window = window_end;
+        }
+
+        let mut bad_prototypes = Vec::new();
+        for &(name, expected) in RAW_TRACEPOINTS {
+            match btf.raw_tracepoint_params(name) {
+                Some(found) if found == expected => {}
+                Some(found) => bad_prototypes.push((name, found.join(", "))),
+                None => bad_prototypes.push((name, "not in BTF".into())),
+            }
+        }
+
         let tp_field =
             |format: &Format, event: &str, name: &str, size: u32, missing: &mut Vec<String>| {
                 match format.field(name) {
-                    Some(f) if f.size == size && f.offset + f.size <= TP_RECORD_MAX => f.offset,
+                    Some(f) if f.size == size => f.offset,
                     _ => {
                         missing.push(format!("{event}.{name}"));
                         ABSENT
@@ -128,14 +181,6 @@ impl Layout {
             _ => ABSENT,
         };
 
-        let inet = tracefs
-            .format("sock", "inet_sock_set_state")
-            .unwrap_or_default();
-        for &(name, size, slot) in INET_FIELDS {
-            *slot(&mut abi) = tp_field(&inet, "inet_sock_set_state", name, size, &mut missing);
-        }
-        abi.tp_inet_size = inet.size().min(TP_RECORD_MAX);
-
         let accept4 = tracefs
             .format("syscalls", "sys_exit_accept4")
             .unwrap_or_default();
@@ -150,7 +195,11 @@ impl Layout {
             missing.push("sys_exit_accept.ret (differs from sys_exit_accept4.ret)".into());
         }
 
-        Self { abi, missing }
+        Self {
+            abi,
+            missing,
+            bad_prototypes,
+        }
     }
 
     /// Whether `sched_process_exit` can tell the last thread of a process.
@@ -172,10 +221,16 @@ mod tests {
         let tracefs = Tracefs::find_or_mount().expect("tracefs");
         let layout = Layout::compute(&btf, &tracefs, 1);
         assert!(layout.missing.is_empty(), "missing: {:?}", layout.missing);
+        assert!(
+            layout.bad_prototypes.is_empty(),
+            "{:?}",
+            layout.bad_prototypes
+        );
         assert!(layout.knows_group_exit());
-        // Cross-check a few well-known layouts.
-        assert_eq!(layout.abi.tp_inet_skaddr, 8);
-        assert!(layout.abi.tp_inet_size >= 72);
+        // Cross-check well-known layouts: sock_common starts with the address pair.
+        assert_eq!(layout.abi.sock_daddr, 0);
+        assert_eq!(layout.abi.sock_rcv_saddr, 4);
+        assert!(layout.abi.sock_window >= 20 && layout.abi.sock_window <= WINDOW_MAX);
         assert_eq!(layout.abi.tp_sys_exit_ret, 16);
     }
 }

@@ -38,16 +38,19 @@ pub struct CaptureOptions {
     /// Kernel BTF to read struct layouts from; default `/sys/kernel/btf/vmlinux`. For kernels
     /// built without BTF, a file for the exact kernel build (e.g. from BTFHub) works.
     pub btf_path: Option<std::path::PathBuf>,
+    /// Programs not to attach (names as in `sonde run` probe reports, e.g. `sonde_accept`).
+    pub disabled_probes: Vec<String>,
 }
 
 impl Default for CaptureOptions {
     fn default() -> Self {
         Self {
-            ring_buffer_bytes: 8 << 20,
+            ring_buffer_bytes: 2 << 20,
             max_connections: 65_536,
-            wakeup_bytes: 256 << 10,
+            wakeup_bytes: 128 << 10,
             drain_interval: Duration::from_millis(50),
             btf_path: None,
+            disabled_probes: Vec::new(),
         }
     }
 }
@@ -98,6 +101,16 @@ impl CaptureError {
     }
 }
 
+/// Returns memory freed after start-up's large transient allocations (BTF parsing) to the
+/// system, so the agent's resident size reflects what it keeps. glibc only.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A running capture. Dropping it detaches every program.
 pub struct Capture {
     _ebpf: aya::Ebpf,
@@ -117,6 +130,12 @@ impl Capture {
         if !size.is_power_of_two() || size < 4096 {
             return Err(CaptureError::RingBufferSize(size));
         }
+        // aya's loader parses the kernel's BTF when created (~17 MiB of heap for vmlinux) to
+        // apply CO-RE relocations; our programs have none, so drop it at once, before building
+        // our own (much smaller) index: the two peaks never add up.
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        release_freed_memory();
         let tracefs = tracefs::Tracefs::find_or_mount()?;
         // The BTF index is dropped once the offsets are known.
         let layout = {
@@ -130,20 +149,22 @@ impl Capture {
             tracing::warn!(field = %field, "kernel field not available; dependent data degraded");
         }
 
-        let mut ebpf = EbpfLoader::new()
-            // No CO-RE relocations in our programs: skip parsing vmlinux BTF a second time.
-            .btf(None)
+        release_freed_memory();
+        let mut ebpf = loader
             .map_max_entries(names::EVENTS_MAP, size)
             .map_max_entries(names::CONNS_MAP, opts.max_connections.max(1))
             .override_global(names::LAYOUT_GLOBAL, &layout.abi, true)
             .load(object::BYTES)?;
         let logger = logger::spawn(&mut ebpf);
 
-        let probes = probes::attach_all(&mut ebpf, &tracefs, &layout);
+        let probes = probes::attach_all(&mut ebpf, &tracefs, &layout, &opts.disabled_probes);
         for p in &probes {
             match &p.state {
                 ProbeState::Attached => {
                     tracing::info!(program = p.program, hook = %p.hook, "probe attached")
+                }
+                ProbeState::Disabled => {
+                    tracing::info!(program = p.program, hook = %p.hook, "probe disabled by configuration")
                 }
                 ProbeState::Unavailable(reason) => tracing::warn!(
                     program = p.program, hook = %p.hook, lost = p.provides, %reason,

@@ -98,21 +98,16 @@ pub const PROBES: &[Probe] = &[
     },
     Probe {
         program: "sonde_tcp_state",
-        hook: Hook::Tracepoint {
-            category: "sock",
+        hook: Hook::RawTracepoint {
             name: "inet_sock_set_state",
         },
         provides: "TCP connection open/close/fail events",
         requires: |l| {
             let mut fields = identity_fields(l).to_vec();
             fields.extend([
-                ("inet_sock_set_state.skaddr", l.tp_inet_skaddr),
-                ("inet_sock_set_state.oldstate", l.tp_inet_oldstate),
-                ("inet_sock_set_state.newstate", l.tp_inet_newstate),
-                ("inet_sock_set_state.protocol", l.tp_inet_protocol),
-                ("inet_sock_set_state.family", l.tp_inet_family),
-                ("inet_sock_set_state.sport", l.tp_inet_sport),
-                ("inet_sock_set_state.dport", l.tp_inet_dport),
+                ("sock.__sk_common.skc_family", l.sock_family),
+                ("sock.__sk_common.skc_num", l.sock_num),
+                ("sock.__sk_common.skc_dport", l.sock_dport),
             ]);
             absent(&fields)
         },
@@ -153,6 +148,8 @@ fn accept_fields(l: &KernelLayout) -> Vec<&'static str> {
 #[serde(tag = "state", content = "reason", rename_all = "snake_case")]
 pub enum ProbeState {
     Attached,
+    /// Turned off by configuration (`--disable-probe`).
+    Disabled,
     /// The kernel lacks the hook or a field the program needs.
     Unavailable(String),
     /// The kernel has it but loading or attaching failed.
@@ -169,7 +166,12 @@ pub struct ProbeStatus {
 }
 
 /// Loads and attaches every probe this kernel supports; never fails as a whole.
-pub fn attach_all(ebpf: &mut Ebpf, tracefs: &Tracefs, layout: &Layout) -> Vec<ProbeStatus> {
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    tracefs: &Tracefs,
+    layout: &Layout,
+    disabled: &[String],
+) -> Vec<ProbeStatus> {
     let mut loaded = HashSet::new();
     PROBES
         .iter()
@@ -177,7 +179,11 @@ pub fn attach_all(ebpf: &mut Ebpf, tracefs: &Tracefs, layout: &Layout) -> Vec<Pr
             program: probe.program,
             hook: probe.hook.to_string(),
             provides: probe.provides,
-            state: attach_one(ebpf, tracefs, layout, probe, &mut loaded),
+            state: if disabled.iter().any(|d| d == probe.program) {
+                ProbeState::Disabled
+            } else {
+                attach_one(ebpf, tracefs, layout, probe, &mut loaded)
+            },
         })
         .collect()
 }
@@ -193,6 +199,13 @@ fn attach_one(
         && !tracefs.has_event(category, name)
     {
         return ProbeState::Unavailable(format!("this kernel has no tracepoint {category}/{name}"));
+    }
+    if let Hook::RawTracepoint { name } = probe.hook
+        && let Some((_, found)) = layout.bad_prototypes.iter().find(|(n, _)| *n == name)
+    {
+        return ProbeState::Unavailable(format!(
+            "raw tracepoint {name} has an unexpected prototype in this kernel ({found})"
+        ));
     }
     let missing = (probe.requires)(&layout.abi);
     if !missing.is_empty() {

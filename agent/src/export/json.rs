@@ -1,12 +1,48 @@
 //! NDJSON: one JSON object per event and line, with the stable field names documented in
 //! docs/events.md. Written straight into the caller's buffer: no per-event allocation.
 
-use std::io::Write as _;
+use std::{
+    io::Write as _,
+    net::IpAddr,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use sonde_common::record::TaskIdentity;
 
 use super::Context;
 use crate::event::{self, ConnPhase, Event, ExitStatus};
+
+/// RFC 3339 timestamps with nanoseconds, formatted once per second: the date and time of day
+/// are cached, only the fraction is written per event.
+#[derive(Default)]
+pub struct TimeFormat {
+    second: Option<u64>,
+    prefix: String,
+}
+
+impl TimeFormat {
+    fn write(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let second = since.as_secs();
+        if self.second != Some(second) {
+            self.prefix = humantime::format_rfc3339_seconds(UNIX_EPOCH + since)
+                .to_string()
+                .trim_end_matches('Z')
+                .to_string();
+            self.second = Some(second);
+        }
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.push(b'.');
+        let mut digits = [b'0'; 9];
+        let mut n = since.subsec_nanos();
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend_from_slice(&digits);
+        out.push(b'Z');
+    }
+}
 
 /// Writes the fields of one JSON object; keys are static ASCII and never need escaping.
 struct Obj<'a> {
@@ -35,11 +71,41 @@ impl<'a> Obj<'a> {
         write_str(self.out, value);
     }
 
-    fn display(&mut self, key: &str, value: impl std::fmt::Display) {
+    fn time(&mut self, key: &str, t: SystemTime, format: &mut TimeFormat) {
         self.key(key);
         self.out.push(b'"');
-        // Only used for values whose Display never needs escaping (addresses, timestamps).
-        let _ = write!(self.out, "{value}");
+        format.write(self.out, t);
+        self.out.push(b'"');
+    }
+
+    fn ip(&mut self, key: &str, addr: IpAddr) {
+        self.key(key);
+        self.out.push(b'"');
+        match addr {
+            IpAddr::V4(v4) => {
+                let mut buf = itoa::Buffer::new();
+                for (i, octet) in v4.octets().iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b'.');
+                    }
+                    self.out.extend_from_slice(buf.format(*octet).as_bytes());
+                }
+            }
+            // IPv6 text never needs escaping.
+            IpAddr::V6(v6) => {
+                let _ = write!(self.out, "{v6}");
+            }
+        }
+        self.out.push(b'"');
+    }
+
+    fn hex64(&mut self, key: &str, value: u64) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.key(key);
+        self.out.push(b'"');
+        for shift in (0..16).rev() {
+            self.out.push(HEX[((value >> (shift * 4)) & 0xf) as usize]);
+        }
         self.out.push(b'"');
     }
 
@@ -98,13 +164,11 @@ fn task_fields(o: &mut Obj<'_>, t: &TaskIdentity) {
 }
 
 /// Appends `ev` as one line of JSON to `out`.
-pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &Context) {
+pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &mut Context) {
     let mut o = Obj::new(out);
     o.str("type", ev.type_name());
-    o.display(
-        "time",
-        humantime::format_rfc3339_nanos(ctx.clock.wall(ev.ts_ns())),
-    );
+    let wall = ctx.clock.wall(ev.ts_ns());
+    o.time("time", wall, &mut ctx.time_format);
     match ev {
         Event::Exec(r) => {
             task_fields(&mut o, &r.task);
@@ -146,12 +210,12 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &Context) {
         }
         Event::Conn(c) => {
             let r = &c.record;
-            o.display("conn_id", format_args!("{:016x}", ctx.conn_id(r)));
+            o.hex64("conn_id", ctx.conn_id(r));
             o.str("direction", c.direction_name());
             o.str("family", c.family_name());
-            o.display("local_addr", c.local_addr());
+            o.ip("local_addr", c.local_addr());
             o.u64("local_port", r.sport as u64);
-            o.display("remote_addr", c.remote_addr());
+            o.ip("remote_addr", c.remote_addr());
             o.u64("remote_port", r.dport as u64);
             match c.owner() {
                 Some(owner) => task_fields(&mut o, owner),
@@ -183,4 +247,47 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &Context) {
         }
     }
     o.end();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_with_nanoseconds_across_seconds() {
+        let mut format = TimeFormat::default();
+        let t = UNIX_EPOCH + Duration::new(1_795_000_000, 5);
+        let mut out = Vec::new();
+        format.write(&mut out, t);
+        out.push(b' ');
+        format.write(&mut out, t + Duration::from_millis(999));
+        out.push(b' ');
+        format.write(&mut out, t + Duration::from_secs(1));
+        let text = String::from_utf8(out).unwrap();
+        let parts: Vec<&str> = text.split(' ').collect();
+        assert_eq!(parts[0], humantime::format_rfc3339_nanos(t).to_string());
+        assert_eq!(
+            parts[1],
+            humantime::format_rfc3339_nanos(t + Duration::from_millis(999)).to_string()
+        );
+        assert_eq!(
+            parts[2],
+            humantime::format_rfc3339_nanos(t + Duration::from_secs(1)).to_string()
+        );
+    }
+
+    #[test]
+    fn ip_and_hex_fields_are_valid_json() {
+        let mut out = Vec::new();
+        let mut o = Obj::new(&mut out);
+        o.ip("a", "10.0.255.1".parse().unwrap());
+        o.ip("b", "2001:db8::1".parse().unwrap());
+        o.hex64("c", 0xdead_beef);
+        o.end();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["a"], "10.0.255.1");
+        assert_eq!(v["b"], "2001:db8::1");
+        assert_eq!(v["c"], "00000000deadbeef");
+    }
 }

@@ -23,6 +23,7 @@ pub enum OutputFormat {
 pub struct Context {
     pub clock: Clock,
     ids: RandomState,
+    time_format: json::TimeFormat,
 }
 
 impl Default for Context {
@@ -36,6 +37,7 @@ impl Context {
         Self {
             clock: Clock::now(),
             ids: RandomState::new(),
+            time_format: json::TimeFormat::default(),
         }
     }
 
@@ -45,7 +47,7 @@ impl Context {
         self.ids.hash_one((r.sock_id, r.opened_ns))
     }
 
-    pub fn write(&self, format: OutputFormat, out: &mut Vec<u8>, ev: &Event) {
+    pub fn write(&mut self, format: OutputFormat, out: &mut Vec<u8>, ev: &Event) {
         match format {
             OutputFormat::Text => text::write_event(out, ev, self),
             OutputFormat::Json => json::write_event(out, ev, self),

@@ -1,0 +1,131 @@
+//! Load generators for `cargo xtask bench`. Each runs for a given time and prints one number:
+//! operations completed per second.
+//!
+//! ```text
+//! bench-load tcp <seconds>   # loopback connect / send 64 B / recv 64 B / close, one conn per op
+//! bench-load exec <seconds>  # fork + exec /bin/true + wait, one process per op
+//! ```
+//!
+//! The TCP client binds each connection to one of 200 loopback source addresses
+//! (`IP_BIND_ADDRESS_NO_PORT`, port chosen at connect) so TIME_WAIT never exhausts ports.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    os::fd::{FromRawFd, OwnedFd},
+    process::{Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+const MSG: usize = 64;
+
+fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> std::io::Result<TcpStream> {
+    // SAFETY: plain socket syscalls on a fd we own; every return value is checked.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+        let sockaddr = |a: SocketAddrV4| libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let local = sockaddr(SocketAddrV4::new(src, 0));
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sockaddr(dst);
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(TcpStream::from(owned))
+    }
+}
+
+fn tcp(seconds: f64) -> Result<f64, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let dst = match listener.local_addr().map_err(|e| e.to_string())? {
+        std::net::SocketAddr::V4(a) => a,
+        other => return Err(format!("unexpected listener address {other}")),
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; MSG];
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            if s.read_exact(&mut buf).is_ok() {
+                let _ = s.write_all(&buf);
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut ops = 0u64;
+    let mut buf = [7u8; MSG];
+    while Instant::now() < deadline {
+        let src = Ipv4Addr::new(127, 0, 1 + (ops / 250 % 200) as u8, 1 + (ops % 250) as u8);
+        let mut s = connect_from(src, dst).map_err(|e| format!("connect: {e}"))?;
+        s.write_all(&buf).map_err(|e| e.to_string())?;
+        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        drop(s);
+        ops += 1;
+    }
+    Ok(ops as f64 / start.elapsed().as_secs_f64())
+}
+
+fn exec(seconds: f64) -> Result<f64, String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut ops = 0u64;
+    while Instant::now() < deadline {
+        let status = Command::new("/bin/true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("/bin/true exited with {status}"));
+        }
+        ops += 1;
+    }
+    Ok(ops as f64 / start.elapsed().as_secs_f64())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seconds: f64 = match args.get(1).and_then(|s| s.parse().ok()) {
+        Some(s) => s,
+        None => {
+            eprintln!("usage: bench-load tcp|exec <seconds>");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match args[0].as_str() {
+        "tcp" => tcp(seconds),
+        "exec" => exec(seconds),
+        other => Err(format!("unknown load {other}")),
+    };
+    match result {
+        Ok(rate) => {
+            println!("{rate:.1}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
