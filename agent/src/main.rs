@@ -56,7 +56,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 65_536)]
     max_connections: u32,
     /// Bytes waiting in the ring buffer before the kernel wakes the agent.
-    #[arg(long, default_value = "128KiB", value_parser = parse_size)]
+    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
     wakeup_bytes: u64,
     /// The agent drains the ring buffer at least this often.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]

@@ -18,10 +18,11 @@ use crate::{
     export::{Context, OutputFormat, writer::OutputWriter},
 };
 
-/// Batches are handed to the output thread at this size (or at the end of each drain).
-const BATCH_BYTES: usize = 64 << 10;
+/// Batches are handed to the output thread at the end of each drain, or at this size: one
+/// hand-off per wake-up in the common case.
+const BATCH_BYTES: usize = 512 << 10;
 /// Batches waiting for the output thread before new ones are dropped.
-const OUTPUT_QUEUE: usize = 32;
+const OUTPUT_QUEUE: usize = 8;
 /// How often kernel drop counters are checked for a warning.
 const LOSS_CHECK: Duration = Duration::from_secs(10);
 
@@ -93,7 +94,7 @@ impl Pipeline<'_> {
         if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_BYTES));
+        let batch = std::mem::replace(&mut self.batch, self.writer.buffer());
         self.writer.send(batch, self.batch_events);
         self.batch_events = 0;
     }
@@ -170,14 +171,14 @@ fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
 /// Runs the agent until stopped; `dest` receives the event stream.
 pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunStats, RunError> {
     let mut capture = Capture::start(&opts.capture)?;
-    let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE).map_err(RunError::Output)?;
+    let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
     let Capture {
         reader, counters, ..
     } = &mut capture;
     let mut pipeline = Pipeline {
         ctx: Context::new(),
         format: opts.output,
-        batch: Vec::with_capacity(BATCH_BYTES),
+        batch: writer.buffer(),
         batch_events: 0,
         writer,
         counters,

@@ -208,7 +208,7 @@ fn stop(mut r: Running) -> Result<Option<SondeRun>> {
     }))
 }
 
-pub fn run(rounds: usize, seconds: f64) -> Result<()> {
+pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
     status(
         cargo()?.args([
             "build",
@@ -225,7 +225,10 @@ pub fn run(rounds: usize, seconds: f64) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     println!("sonde bench: {rounds} rounds x {seconds} s per configuration, 2 cores\n");
-    for w in &WORKLOADS {
+    for w in WORKLOADS
+        .iter()
+        .filter(|w| only.is_none_or(|o| o == w.load))
+    {
         let mut rates: [Vec<f64>; 3] = Default::default();
         let mut ratio_sonde = Vec::new();
         let mut ratio_peer = Vec::new();

@@ -43,6 +43,9 @@ enum Command {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Only this workload: tcp or exec.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
@@ -65,10 +68,14 @@ fn main() -> Result<()> {
             setup::run()?;
             cmd::test(filter.as_deref())
         }
-        Command::Bench { rounds, seconds } => {
+        Command::Bench {
+            rounds,
+            seconds,
+            only,
+        } => {
             setup::run()?;
             cmd::build_agent(true)?;
-            bench::run(rounds, seconds)
+            bench::run(rounds, seconds, only.as_deref())
         }
         Command::Lint => cmd::lint(),
     }

@@ -47,7 +47,7 @@ impl Default for CaptureOptions {
         Self {
             ring_buffer_bytes: 2 << 20,
             max_connections: 65_536,
-            wakeup_bytes: 128 << 10,
+            wakeup_bytes: 256 << 10,
             drain_interval: Duration::from_millis(50),
             btf_path: None,
             disabled_probes: Vec::new(),

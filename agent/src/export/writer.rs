@@ -1,19 +1,23 @@
 //! Output off the capture path: formatted batches go through a bounded channel to a writer
 //! thread. If the destination is slower than the kernel, batches are dropped and counted
-//! (rule 3), never allowed to stall the ring buffer drain.
+//! (rule 3), never allowed to stall the ring buffer drain. Written buffers come back to be
+//! refilled, so steady-state output allocates nothing.
 
 use std::{
     io::Write,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
-        mpsc::{SyncSender, TrySendError, sync_channel},
+        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
     },
     thread::JoinHandle,
 };
 
 pub struct OutputWriter {
     tx: Option<SyncSender<Vec<u8>>>,
+    /// Buffers the writer thread is done with.
+    free: Receiver<Vec<u8>>,
+    capacity: usize,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     closed: Arc<AtomicBool>,
     /// Events in batches that could not be queued.
@@ -21,18 +25,25 @@ pub struct OutputWriter {
 }
 
 impl OutputWriter {
-    /// Starts the writer thread; at most `queue` batches wait for it.
-    pub fn spawn(mut dest: Box<dyn Write + Send>, queue: usize) -> std::io::Result<Self> {
+    /// Starts the writer thread; at most `queue` batches of about `capacity` bytes wait for it.
+    pub fn spawn(
+        mut dest: Box<dyn Write + Send>,
+        queue: usize,
+        capacity: usize,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<Vec<u8>>(queue);
+        let (free_tx, free) = sync_channel::<Vec<u8>>(queue + 1);
         let closed = Arc::new(AtomicBool::new(false));
         let closed_in_thread = Arc::clone(&closed);
         let thread = std::thread::Builder::new()
             .name("sonde-output".into())
             .spawn(move || {
                 let result = (|| {
-                    for batch in rx {
+                    for mut batch in rx {
                         dest.write_all(&batch)?;
                         dest.flush()?;
+                        batch.clear();
+                        let _ = free_tx.try_send(batch);
                     }
                     Ok(())
                 })();
@@ -44,10 +55,19 @@ impl OutputWriter {
             })?;
         Ok(Self {
             tx: Some(tx),
+            free,
+            capacity,
             thread: Some(thread),
             closed,
             dropped_events: 0,
         })
+    }
+
+    /// An empty buffer to fill: a returned one, or a new one.
+    pub fn buffer(&self) -> Vec<u8> {
+        self.free
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.capacity))
     }
 
     /// Queues a batch holding `events` events; false if it had to be dropped.

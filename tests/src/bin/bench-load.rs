@@ -6,8 +6,11 @@
 //! bench-load exec <seconds>  # fork + exec /bin/true + wait, one process per op
 //! ```
 //!
-//! The TCP client binds each connection to one of 200 loopback source addresses
-//! (`IP_BIND_ADDRESS_NO_PORT`, port chosen at connect) so TIME_WAIT never exhausts ports.
+//! The TCP load runs in a network namespace of its own (created here, gone when it exits), so
+//! the TIME_WAIT sockets of earlier runs cannot slow later ones: every run starts from the same
+//! state. Within a run, the client binds each connection to one of many loopback source
+//! addresses (`IP_BIND_ADDRESS_NO_PORT`, port chosen at connect) so TIME_WAIT never exhausts
+//! ports.
 
 use std::{
     io::{Read, Write},
@@ -56,7 +59,45 @@ fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> std::io::Result<TcpStream> 
     }
 }
 
+/// Moves this process into a new network namespace and brings its loopback up.
+fn fresh_netns() -> Result<(), String> {
+    // SAFETY: unshare and the interface ioctls on a socket we own; results checked.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return Err(format!(
+                "unshare(CLONE_NEWNET): {} (the benchmark runs as root)",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        let sock = OwnedFd::from_raw_fd(fd);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(format!(
+                "SIOCGIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(format!(
+                "SIOCSIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        drop(sock);
+    }
+    Ok(())
+}
+
 fn tcp(seconds: f64) -> Result<f64, String> {
+    fresh_netns()?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let dst = match listener.local_addr().map_err(|e| e.to_string())? {
         std::net::SocketAddr::V4(a) => a,
