@@ -22,6 +22,11 @@ pub struct KernelLayout {
     pub tp_exec_filename: u32,
     // sched/sched_process_exit (`group_dead` exists since Linux 6.16)
     pub tp_exit_group_dead: u32,
+    // cgroup/cgroup_mkdir and cgroup_rmdir (same layout)
+    pub tp_cgroup_root: u32,
+    pub tp_cgroup_id: u32,
+    pub tp_cgroup_level: u32,
+    pub tp_cgroup_path: u32,
     // syscalls/sys_exit_accept{,4}
     pub tp_sys_exit_ret: u32,
 
@@ -86,6 +91,10 @@ impl KernelLayout {
     pub const ABSENT: Self = Self {
         tp_exec_filename: ABSENT,
         tp_exit_group_dead: ABSENT,
+        tp_cgroup_root: ABSENT,
+        tp_cgroup_id: ABSENT,
+        tp_cgroup_level: ABSENT,
+        tp_cgroup_path: ABSENT,
         tp_sys_exit_ret: ABSENT,
         task_pid: ABSENT,
         task_tgid: ABSENT,
@@ -132,12 +141,13 @@ impl KernelLayout {
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<KernelLayout>() == 42 * 4 + 8);
+    assert!(size_of::<KernelLayout>() == 46 * 4 + 8);
     assert!(offset_of!(KernelLayout, tp_exec_filename) == 0);
-    assert!(offset_of!(KernelLayout, task_pid) == 3 * 4);
-    assert!(offset_of!(KernelLayout, sock_window) == 21 * 4);
-    assert!(offset_of!(KernelLayout, kernfs_node_id) == 41 * 4);
-    assert!(offset_of!(KernelLayout, wakeup_bytes) == 42 * 4);
+    assert!(offset_of!(KernelLayout, tp_cgroup_path) == 5 * 4);
+    assert!(offset_of!(KernelLayout, task_pid) == 7 * 4);
+    assert!(offset_of!(KernelLayout, sock_window) == 25 * 4);
+    assert!(offset_of!(KernelLayout, kernfs_node_id) == 45 * 4);
+    assert!(offset_of!(KernelLayout, wakeup_bytes) == 46 * 4);
 };
 
 #[cfg(feature = "user")]

@@ -9,6 +9,8 @@ use crate::COMM_LEN;
 
 /// Bytes of the executed file's path kept in an [`ExecRecord`].
 pub const FILENAME_LEN: usize = 256;
+/// Bytes of a cgroup path kept in a [`CgroupRecord`] (relative to the cgroup v2 root).
+pub const CGROUP_PATH_LEN: usize = 512;
 /// Bytes of the argument vector (NUL-separated, as in `/proc/<pid>/cmdline`) kept in an
 /// [`ExecRecord`]; `args_size` tells how long the full vector was.
 pub const ARGS_LEN: usize = 512;
@@ -23,6 +25,8 @@ pub enum RecordKind {
     ConnOpen = 4,
     ConnClose = 5,
     ConnFail = 6,
+    CgroupMkdir = 7,
+    CgroupRmdir = 8,
 }
 
 impl RecordKind {
@@ -34,6 +38,8 @@ impl RecordKind {
             4 => Self::ConnOpen,
             5 => Self::ConnClose,
             6 => Self::ConnFail,
+            7 => Self::CgroupMkdir,
+            8 => Self::CgroupRmdir,
             _ => return None,
         })
     }
@@ -129,6 +135,24 @@ pub struct ExitRecord {
     /// signal in the low 7 bits with `0x80` set for a core dump.
     pub exit_code: u32,
     pub _pad0: u32,
+}
+
+/// `cgroup/cgroup_mkdir` or `cgroup_rmdir` in the cgroup v2 hierarchy: the id and path of a cgroup
+/// as it appears or goes, so a container that lived 50 ms is still named after its directory is
+/// gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupRecord {
+    pub header: Header,
+    /// The cgroup v2 id (inode of the directory), as `bpf_get_current_cgroup_id()` returns it.
+    pub id: u64,
+    /// Depth below the root (the root is 0).
+    pub level: u32,
+    /// Bytes of `path` filled (without the trailing NUL).
+    pub path_len: u16,
+    pub _pad0: u16,
+    /// Path relative to the hierarchy root, e.g. `/kubepods.slice/.../cri-containerd-<id>.scope`.
+    pub path: [u8; CGROUP_PATH_LEN],
 }
 
 /// Direction of a connection as seen from this host.
@@ -253,6 +277,11 @@ const _: () = {
     assert!(offset_of!(ConnRecord, old_state) == 132);
     assert!(offset_of!(ConnRecord, saddr) == 136);
     assert!(offset_of!(ConnRecord, daddr) == 152);
+    assert!(size_of::<CgroupRecord>() == 32 + CGROUP_PATH_LEN);
+    assert!(offset_of!(CgroupRecord, id) == 16);
+    assert!(offset_of!(CgroupRecord, level) == 24);
+    assert!(offset_of!(CgroupRecord, path_len) == 28);
+    assert!(offset_of!(CgroupRecord, path) == 32);
     // Ring buffer records are 8-byte aligned by the kernel; none may need more.
     assert!(core::mem::align_of::<ExecRecord>() <= 8);
     assert!(core::mem::align_of::<ConnRecord>() <= 8);
@@ -268,4 +297,5 @@ mod pod {
     unsafe impl aya::Pod for super::ForkRecord {}
     unsafe impl aya::Pod for super::ExitRecord {}
     unsafe impl aya::Pod for super::ConnRecord {}
+    unsafe impl aya::Pod for super::CgroupRecord {}
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`process`]: `sched/sched_process_exec`, `sched_process_fork` (raw tracepoint, for the
 //!   child's task), `sched/sched_process_exit`;
-//! - [`tcp`]: `sock/inet_sock_set_state` (open, establish, close, fail) and
+//! - [`cgroup`]: `cgroup/cgroup_mkdir`, `cgroup/cgroup_rmdir` (ids and paths of new cgroups);
+//! - [`tcp`]: `inet_sock_set_state` (raw tracepoint: open, establish, close, fail) and
 //!   `syscalls/sys_exit_accept{,4}` (the process that accepted an inbound connection).
 //!
 //! Shared pieces: [`maps`] (the maps and drop counters), [`kernel`] (offsets handed over by
@@ -12,6 +13,7 @@
 #![no_std]
 #![no_main]
 
+mod cgroup;
 mod emit;
 mod kernel;
 mod maps;

@@ -3,12 +3,15 @@
 
 use std::{
     borrow::Cow,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
 use sonde_common::{
     AF_INET,
-    record::{ConnRecord, ExecRecord, ExitRecord, ForkRecord, TaskIdentity, conn_flags, direction},
+    record::{
+        CgroupRecord, ConnRecord, ExecRecord, ExitRecord, ForkRecord, TaskIdentity, conn_flags,
+        direction,
+    },
 };
 
 /// A kernel record, typed and borrowed in place from the ring buffer.
@@ -18,6 +21,12 @@ pub enum Event<'a> {
     Fork(&'a ForkRecord),
     Exit(&'a ExitRecord),
     Conn(ConnEvent<'a>),
+    /// A cgroup appeared (`removed == false`) or went away in the v2 hierarchy. Consumed by the
+    /// node model; not part of the event stream.
+    Cgroup {
+        record: &'a CgroupRecord,
+        removed: bool,
+    },
 }
 
 impl Event<'_> {
@@ -28,6 +37,7 @@ impl Event<'_> {
             Event::Fork(r) => r.header.ts_ns,
             Event::Exit(r) => r.header.ts_ns,
             Event::Conn(c) => c.record.header.ts_ns,
+            Event::Cgroup { record, .. } => record.header.ts_ns,
         }
     }
 
@@ -42,6 +52,8 @@ impl Event<'_> {
                 ConnPhase::Close => "tcp_close",
                 ConnPhase::Fail => "tcp_fail",
             },
+            Event::Cgroup { removed: false, .. } => "cgroup_mkdir",
+            Event::Cgroup { removed: true, .. } => "cgroup_rmdir",
         }
     }
 }
@@ -54,6 +66,12 @@ pub fn c_str(bytes: &[u8]) -> Cow<'_, str> {
 
 pub fn comm(task: &TaskIdentity) -> Cow<'_, str> {
     c_str(&task.comm)
+}
+
+/// The cgroup path of a mkdir/rmdir record, relative to the v2 root.
+pub fn cgroup_path(r: &CgroupRecord) -> Cow<'_, str> {
+    let len = (r.path_len as usize).min(r.path.len());
+    String::from_utf8_lossy(&r.path[..len])
 }
 
 pub fn exec_filename(r: &ExecRecord) -> Cow<'_, str> {
@@ -140,6 +158,14 @@ impl ConnEvent<'_> {
 
     pub fn remote_addr(&self) -> IpAddr {
         addr(self.record.family, &self.record.daddr)
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        SocketAddr::new(self.local_addr(), self.record.sport)
+    }
+
+    pub fn remote(&self) -> SocketAddr {
+        SocketAddr::new(self.remote_addr(), self.record.dport)
     }
 
     pub fn family_name(&self) -> &'static str {

@@ -3,13 +3,17 @@
 //! Layers, each usable without the ones after it:
 //! - [`capture`]: load and attach the eBPF programs, read the ring buffer and drop counters;
 //! - [`event`]: typed lifecycle events decoded from kernel records;
+//! - [`node`]: the node model (cgroups, processes, start-up scan) and [`enrich`], the join that
+//!   attributes every event to a container, pod or host service;
 //! - [`export`]: sinks (NDJSON / text event stream);
 //! - [`run`]: the `sonde run` pipeline tying them together.
 
 pub mod capture;
 pub mod clock;
+pub mod enrich;
 pub mod event;
 pub mod export;
 pub mod logging;
+pub mod node;
 pub mod run;
 pub mod units;

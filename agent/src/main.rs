@@ -7,6 +7,7 @@ use sonde::{
     capture::CaptureOptions,
     export::OutputFormat,
     logging::{self, LogFormat},
+    node::{NodeOptions, hostfs::HostRoot},
     run::{RunOptions, run},
     units::parse_size,
 };
@@ -46,6 +47,14 @@ struct RunArgs {
     /// terminal, json otherwise.
     #[arg(long, env = "SONDE_OUTPUT", value_enum)]
     output: Option<OutputFormat>,
+    /// Show a live per-container / per-service table (refreshed every second) instead of the
+    /// event stream.
+    #[arg(long)]
+    summary: bool,
+    /// Where the host's / is mounted, when running in a container (e.g. /host with the host's
+    /// /proc and /sys/fs/cgroup under it).
+    #[arg(long, env = "SONDE_HOST_ROOT", default_value = "/")]
+    host_root: PathBuf,
     /// Stop after this long (e.g. 30s, 5m); default: run until SIGINT/SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -111,7 +120,12 @@ fn run_command(args: RunArgs) -> ExitCode {
             btf_path: args.btf_path,
             disabled_probes: args.disabled_probes,
         },
+        node: NodeOptions {
+            host: HostRoot::new(args.host_root),
+            ..NodeOptions::default()
+        },
         output,
+        summary: args.summary.then(|| std::io::stdout().is_terminal()),
         duration: args.duration,
         stats_file: args.stats_file,
     };

@@ -15,7 +15,9 @@ use crate::{
         Capture, CaptureError, CaptureOptions, CounterValues, KernelCounters, ProbeStatus,
         RecordSink, decode::decode,
     },
-    export::{Context, OutputFormat, writer::OutputWriter},
+    enrich,
+    export::{Context, OutputFormat, summary::Summary, writer::OutputWriter},
+    node::{self, Bootstrap, NodeModel, NodeOptions, cgroup::CgroupError},
 };
 
 /// Batches are handed to the output thread at the end of each drain, or at this size: one
@@ -29,7 +31,10 @@ const LOSS_CHECK: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub capture: CaptureOptions,
+    pub node: NodeOptions,
     pub output: OutputFormat,
+    /// Show the per-workload table instead of the event stream; `true` redraws in place.
+    pub summary: Option<bool>,
     pub duration: Option<Duration>,
     pub stats_file: Option<PathBuf>,
 }
@@ -38,6 +43,8 @@ pub struct RunOptions {
 pub enum RunError {
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Node(#[from] CgroupError),
     #[error("event output failed: {0}")]
     Output(std::io::Error),
     #[error("cannot write statistics to {path}: {source}")]
@@ -53,6 +60,7 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Capture(e) => e.exit_code(),
+            RunError::Node(_) => 69,
             RunError::Stats { .. } => 73,
             _ => 1,
         }
@@ -74,10 +82,30 @@ pub struct RunStats {
     pub lost: u64,
     pub probes: Vec<ProbeStatus>,
     pub missing_kernel_fields: Vec<String>,
+    /// The start-up scan: how long it took and what it found.
+    pub bootstrap: Option<BootstrapStats>,
+    /// Cgroups and processes known at the end, and what their bounded tables evicted.
+    pub cgroups_known: usize,
+    pub cgroups_evicted: u64,
+    pub processes_known: usize,
+    pub processes_evicted: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BootstrapStats {
+    pub duration_ms: f64,
+    pub processes_found: usize,
+    pub connections_found: usize,
+    pub unreadable_processes: usize,
+    pub socket_namespaces_failed: usize,
 }
 
 struct Pipeline<'a> {
     ctx: Context,
+    node: NodeModel,
+    bootstrap: Option<tokio::sync::oneshot::Receiver<Bootstrap>>,
+    bootstrap_stats: Option<BootstrapStats>,
+    summary: Option<(Summary, bool)>,
     format: OutputFormat,
     batch: Vec<u8>,
     batch_events: u64,
@@ -116,15 +144,84 @@ impl Pipeline<'_> {
     }
 }
 
+impl Pipeline<'_> {
+    /// Merges the start-up scan once it is done, and reports what it found.
+    fn merge_bootstrap(&mut self) {
+        let Some(rx) = &mut self.bootstrap else {
+            return;
+        };
+        let scan = match rx.try_recv() {
+            Ok(scan) => scan,
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                tracing::warn!("the start-up scan failed; pre-existing processes are unknown");
+                self.bootstrap = None;
+                return;
+            }
+        };
+        self.bootstrap = None;
+        let ctx = &self.ctx;
+        let report = self.node.merge(scan, |inode| ctx.found_conn_id(inode));
+        tracing::info!(
+            processes = report.processes.len(),
+            connections = report.conns.len(),
+            duration_ms = report.duration.as_secs_f64() * 1e3,
+            "start-up scan merged"
+        );
+        for p in &report.processes {
+            let cgroup = self.node.cgroup(p.cgroup_id);
+            *self.events.entry("process_found").or_default() += 1;
+            if self.summary.is_none() {
+                self.ctx
+                    .write_process_found(self.format, &mut self.batch, p, cgroup.as_deref());
+                self.batch_events += 1;
+            }
+        }
+        for c in &report.conns {
+            let cgroup = self.node.cgroup(c.cgroup_id);
+            *self.events.entry("tcp_open").or_default() += 1;
+            match &mut self.summary {
+                Some((summary, _)) => summary.found_conn(cgroup.as_deref()),
+                None => {
+                    self.ctx
+                        .write_conn_found(self.format, &mut self.batch, c, cgroup.as_deref());
+                    self.batch_events += 1;
+                }
+            }
+        }
+        self.bootstrap_stats = Some(BootstrapStats {
+            duration_ms: report.duration.as_secs_f64() * 1e3,
+            processes_found: report.processes.len(),
+            connections_found: report.conns.len(),
+            unreadable_processes: report.unreadable_processes,
+            socket_namespaces_failed: report.socket_namespaces_failed,
+        });
+        if let Err(err) =
+            sd_notify::notify(false, &[sd_notify::NotifyState::Custom("BOOTSTRAPPED=1")])
+        {
+            tracing::debug!(%err, "sd_notify BOOTSTRAPPED failed");
+        }
+    }
+}
+
 impl RecordSink for Pipeline<'_> {
     fn record(&mut self, data: &[u8]) {
         match decode(data) {
             Ok(ev) => {
+                let attr = enrich::attribute(&mut self.node, &ev);
+                if matches!(ev, crate::event::Event::Cgroup { .. }) {
+                    return;
+                }
                 *self.events.entry(ev.type_name()).or_default() += 1;
-                self.ctx.write(self.format, &mut self.batch, &ev);
-                self.batch_events += 1;
-                if self.batch.len() >= BATCH_BYTES {
-                    self.flush();
+                match &mut self.summary {
+                    Some((summary, _)) => summary.record(&ev, &attr),
+                    None => {
+                        self.ctx.write(self.format, &mut self.batch, &ev, &attr);
+                        self.batch_events += 1;
+                        if self.batch.len() >= BATCH_BYTES {
+                            self.flush();
+                        }
+                    }
                 }
             }
             Err(err) => {
@@ -137,6 +234,10 @@ impl RecordSink for Pipeline<'_> {
     }
 
     fn end_batch(&mut self, _records: usize) {
+        self.merge_bootstrap();
+        if let Some((summary, clear)) = &mut self.summary {
+            summary.render_due(&self.node, &mut self.batch, *clear);
+        }
         self.flush();
         self.check_losses();
     }
@@ -171,12 +272,25 @@ fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
 /// Runs the agent until stopped; `dest` receives the event stream.
 pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunStats, RunError> {
     let mut capture = Capture::start(&opts.capture)?;
+    // Probes are attached: now look at what already exists (rule 5). The cgroup index is quick
+    // and needed to attribute the first records; processes and sockets are scanned off the
+    // capture path and merged when ready.
+    let node = NodeModel::new(&opts.node)?;
+    let (bootstrap_tx, bootstrap_rx) = tokio::sync::oneshot::channel();
+    let host = opts.node.host.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = bootstrap_tx.send(node::scan(&host));
+    });
     let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
     let Capture {
         reader, counters, ..
     } = &mut capture;
     let mut pipeline = Pipeline {
         ctx: Context::new(),
+        node,
+        bootstrap: Some(bootstrap_rx),
+        bootstrap_stats: None,
+        summary: opts.summary.map(|clear| (Summary::default(), clear)),
         format: opts.output,
         batch: writer.buffer(),
         batch_events: 0,
@@ -213,8 +327,12 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         events,
         decode_errors,
         counters,
+        node,
+        bootstrap_stats,
         ..
     } = pipeline;
+    let cgroup_stats = node.cgroups.stats();
+    let process_stats = node.processes.stats();
     let output_dropped = writer.dropped_events;
     let output_result = writer.finish();
     let kernel: CounterValues = counters.read();
@@ -226,6 +344,11 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         lost: kernel.lost() + decode_errors + output_dropped,
         probes: capture.probes.clone(),
         missing_kernel_fields: capture.missing_fields.clone(),
+        bootstrap: bootstrap_stats,
+        cgroups_known: cgroup_stats.entries,
+        cgroups_evicted: cgroup_stats.evicted,
+        processes_known: process_stats.entries,
+        processes_evicted: process_stats.evicted,
     };
     if let Err(err) = output_result
         && err.kind() != std::io::ErrorKind::BrokenPipe

@@ -1,7 +1,9 @@
 //! Raw ring buffer bytes → typed [`Event`]: a bounds- and alignment-checked view of the record
 //! in place. No copy, no heap allocation; the event lives as long as the ring buffer item.
 
-use sonde_common::record::{ConnRecord, ExecRecord, ExitRecord, ForkRecord, Header, RecordKind};
+use sonde_common::record::{
+    CgroupRecord, ConnRecord, ExecRecord, ExitRecord, ForkRecord, Header, RecordKind,
+};
 
 use crate::event::{ConnEvent, ConnPhase, Event};
 
@@ -48,6 +50,10 @@ pub fn decode(data: &[u8]) -> Result<Event<'_>, DecodeError> {
         RecordKind::Exec => Event::Exec(view::<ExecRecord>(data, kind)?),
         RecordKind::Fork => Event::Fork(view::<ForkRecord>(data, kind)?),
         RecordKind::Exit => Event::Exit(view::<ExitRecord>(data, kind)?),
+        RecordKind::CgroupMkdir | RecordKind::CgroupRmdir => Event::Cgroup {
+            record: view::<CgroupRecord>(data, kind)?,
+            removed: kind == RecordKind::CgroupRmdir,
+        },
         RecordKind::ConnOpen | RecordKind::ConnClose | RecordKind::ConnFail => {
             let phase = match kind {
                 RecordKind::ConnOpen => ConnPhase::Open,

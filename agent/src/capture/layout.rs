@@ -181,6 +181,20 @@ impl Layout {
             _ => ABSENT,
         };
 
+        let mkdir = tracefs.format("cgroup", "cgroup_mkdir").unwrap_or_default();
+        abi.tp_cgroup_root = tp_field(&mkdir, "cgroup_mkdir", "root", 4, &mut missing);
+        abi.tp_cgroup_id = tp_field(&mkdir, "cgroup_mkdir", "id", 8, &mut missing);
+        abi.tp_cgroup_level = tp_field(&mkdir, "cgroup_mkdir", "level", 4, &mut missing);
+        abi.tp_cgroup_path = tp_field(&mkdir, "cgroup_mkdir", "path", 4, &mut missing);
+        let rmdir = tracefs.format("cgroup", "cgroup_rmdir").unwrap_or_default();
+        if ["root", "id", "level", "path"]
+            .iter()
+            .any(|f| rmdir.field(f) != mkdir.field(f))
+        {
+            // One program serves both, so they must share the layout.
+            missing.push("cgroup_rmdir layout (differs from cgroup_mkdir)".into());
+        }
+
         let accept4 = tracefs
             .format("syscalls", "sys_exit_accept4")
             .unwrap_or_default();

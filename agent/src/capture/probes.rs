@@ -97,6 +97,24 @@ pub const PROBES: &[Probe] = &[
         },
     },
     Probe {
+        program: "sonde_cgroup_mkdir",
+        hook: Hook::Tracepoint {
+            category: "cgroup",
+            name: "cgroup_mkdir",
+        },
+        provides: "names of cgroups created while running (short-lived containers)",
+        requires: cgroup_fields,
+    },
+    Probe {
+        program: "sonde_cgroup_rmdir",
+        hook: Hook::Tracepoint {
+            category: "cgroup",
+            name: "cgroup_rmdir",
+        },
+        provides: "removal of cgroups (keeps the cgroup index bounded)",
+        requires: cgroup_fields,
+    },
+    Probe {
         program: "sonde_tcp_state",
         hook: Hook::RawTracepoint {
             name: "inet_sock_set_state",
@@ -131,6 +149,14 @@ pub const PROBES: &[Probe] = &[
         requires: accept_fields,
     },
 ];
+
+fn cgroup_fields(l: &KernelLayout) -> Vec<&'static str> {
+    absent(&[
+        ("cgroup_mkdir.root", l.tp_cgroup_root),
+        ("cgroup_mkdir.id", l.tp_cgroup_id),
+        ("cgroup_mkdir.path", l.tp_cgroup_path),
+    ])
+}
 
 fn accept_fields(l: &KernelLayout) -> Vec<&'static str> {
     absent(&[

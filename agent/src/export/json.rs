@@ -3,14 +3,22 @@
 
 use std::{
     io::Write as _,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use sonde_common::record::TaskIdentity;
 
 use super::Context;
-use crate::event::{self, ConnPhase, Event, ExitStatus};
+use crate::{
+    enrich::Attribution,
+    event::{self, ConnPhase, Event, ExitStatus},
+    node::{
+        FoundConn,
+        cgroup::CgroupInfo,
+        process::{self, ProcessInfo},
+    },
+};
 
 /// RFC 3339 timestamps with nanoseconds, formatted once per second: the date and time of day
 /// are cached, only the fraction is written per event.
@@ -163,8 +171,66 @@ fn task_fields(o: &mut Obj<'_>, t: &TaskIdentity) {
     o.str("comm", &event::comm(t));
 }
 
-/// Appends `ev` as one line of JSON to `out`.
-pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &mut Context) {
+/// Owner fields from the process table (processes found at start-up have no thread id).
+fn process_fields(o: &mut Obj<'_>, p: &ProcessInfo) {
+    o.u64("pid", p.key.pid as u64);
+    o.null("tid");
+    o.u64("start_time_ns", p.start_ns);
+    o.u64("uid", p.uid as u64);
+    o.str("comm", &p.comm);
+}
+
+fn no_owner(o: &mut Obj<'_>) {
+    for key in ["pid", "tid", "start_time_ns", "uid", "comm"] {
+        o.null(key);
+    }
+}
+
+fn opt_str(o: &mut Obj<'_>, key: &str, value: Option<&str>) {
+    match value {
+        Some(v) => o.str(key, v),
+        None => o.null(key),
+    }
+}
+
+/// Where the event came from: cgroup path and what it names (container, pod, host service).
+fn attribution_fields(o: &mut Obj<'_>, cgroup: Option<&CgroupInfo>) {
+    let id = cgroup.map(|c| &c.identity);
+    opt_str(o, "cgroup_path", cgroup.map(|c| c.path.as_ref()));
+    opt_str(
+        o,
+        "container_id",
+        id.and_then(|i| i.container_id.as_deref()),
+    );
+    opt_str(o, "runtime", id.and_then(|i| i.runtime).map(|r| r.as_str()));
+    opt_str(o, "pod_uid", id.and_then(|i| i.pod_uid.as_deref()));
+    opt_str(o, "qos", id.and_then(|i| i.qos).map(|q| q.as_str()));
+    opt_str(
+        o,
+        "systemd_unit",
+        id.and_then(|i| i.systemd_unit.as_deref()),
+    );
+    opt_str(
+        o,
+        "systemd_slice",
+        id.and_then(|i| i.systemd_slice.as_deref()),
+    );
+}
+
+fn addr_fields(o: &mut Obj<'_>, local: SocketAddr, remote: SocketAddr) {
+    o.str("family", if local.is_ipv4() { "ipv4" } else { "ipv6" });
+    o.ip("local_addr", local.ip());
+    o.u64("local_port", local.port() as u64);
+    o.ip("remote_addr", remote.ip());
+    o.u64("remote_port", remote.port() as u64);
+}
+
+/// Appends `ev`, attributed, as one line of JSON to `out`. Cgroup records are not events of the
+/// stream and write nothing.
+pub fn write_event(out: &mut Vec<u8>, ev: &Event, attr: &Attribution, ctx: &mut Context) {
+    if matches!(ev, Event::Cgroup { .. }) {
+        return;
+    }
     let mut o = Obj::new(out);
     o.str("type", ev.type_name());
     let wall = ctx.clock.wall(ev.ts_ns());
@@ -210,23 +276,33 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &mut Context) {
         }
         Event::Conn(c) => {
             let r = &c.record;
-            o.hex64("conn_id", ctx.conn_id(r));
-            o.str("direction", c.direction_name());
-            o.str("family", c.family_name());
-            o.ip("local_addr", c.local_addr());
-            o.u64("local_port", r.sport as u64);
-            o.ip("remote_addr", c.remote_addr());
-            o.u64("remote_port", r.dport as u64);
-            match c.owner() {
-                Some(owner) => task_fields(&mut o, owner),
-                None => {
-                    for key in ["pid", "tid", "start_time_ns", "uid", "comm"] {
-                        o.null(key);
-                    }
-                }
+            let found = attr.found.as_ref();
+            o.hex64(
+                "conn_id",
+                found.map_or_else(|| ctx.conn_id(r), |f| f.conn_id),
+            );
+            o.str(
+                "direction",
+                match found {
+                    Some(f) if f.inbound => "inbound",
+                    Some(_) => "outbound",
+                    None => c.direction_name(),
+                },
+            );
+            addr_fields(&mut o, c.local(), c.remote());
+            match (c.owner(), found.and_then(|f| f.owner.as_ref())) {
+                (Some(owner), _) => task_fields(&mut o, owner),
+                (None, Some(owner)) => process_fields(&mut o, owner),
+                (None, None) => no_owner(&mut o),
             }
-            o.u64("cgroup_id", c.cgroup_id());
+            o.u64(
+                "cgroup_id",
+                attr.cgroup.as_ref().map_or(c.cgroup_id(), |cg| cg.id),
+            );
             o.bool("seen_open", c.seen_open());
+            if found.is_some() {
+                o.bool("found_at_start", true);
+            }
             if let Some(accepted) = c.accepted() {
                 o.bool("accepted", accepted);
             }
@@ -245,7 +321,58 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &mut Context) {
                 None => o.null("error"),
             }
         }
+        Event::Cgroup { .. } => {}
     }
+    attribution_fields(&mut o, attr.cgroup.as_deref());
+    o.end();
+}
+
+/// A process that was running when Sonde started (`process_found`).
+pub fn write_process_found(
+    out: &mut Vec<u8>,
+    p: &ProcessInfo,
+    cgroup: Option<&CgroupInfo>,
+    ctx: &mut Context,
+) {
+    let mut o = Obj::new(out);
+    o.str("type", "process_found");
+    o.time("time", SystemTime::now(), &mut ctx.time_format);
+    process_fields(&mut o, p);
+    o.opt_u64("ppid", p.parent.map(|k| k.pid as u64));
+    let hz = process::ticks_per_second();
+    o.opt_u64(
+        "parent_start_time_ns",
+        p.parent.map(|k| process::ticks_to_ns(k.start_ticks, hz)),
+    );
+    o.u64("cgroup_id", p.cgroup_id);
+    o.str("cmdline", &p.cmdline);
+    attribution_fields(&mut o, cgroup);
+    o.end();
+}
+
+/// A connection that was open when Sonde started (`tcp_open` with `found_at_start`).
+pub fn write_conn_found(
+    out: &mut Vec<u8>,
+    c: &FoundConn,
+    cgroup: Option<&CgroupInfo>,
+    ctx: &mut Context,
+) {
+    let mut o = Obj::new(out);
+    o.str("type", "tcp_open");
+    o.time("time", SystemTime::now(), &mut ctx.time_format);
+    o.hex64("conn_id", c.conn_id);
+    o.str("direction", if c.inbound { "inbound" } else { "outbound" });
+    addr_fields(&mut o, c.local, c.remote);
+    match &c.owner {
+        Some(p) => process_fields(&mut o, p),
+        None => no_owner(&mut o),
+    }
+    o.u64("cgroup_id", c.cgroup_id);
+    o.bool("seen_open", false);
+    o.bool("found_at_start", true);
+    o.null("connect_latency_ns");
+    o.null("error");
+    attribution_fields(&mut o, cgroup);
     o.end();
 }
 

@@ -2,6 +2,7 @@
 //! dedicated thread. Prometheus metrics and the status API plug in here.
 
 pub mod json;
+pub mod summary;
 pub mod text;
 pub mod writer;
 
@@ -9,7 +10,12 @@ use std::hash::{BuildHasher, RandomState};
 
 use sonde_common::record::ConnRecord;
 
-use crate::{clock::Clock, event::Event};
+use crate::{
+    clock::Clock,
+    enrich::Attribution,
+    event::Event,
+    node::{FoundConn, cgroup::CgroupInfo, process::ProcessInfo},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -41,16 +47,53 @@ impl Context {
         }
     }
 
+    /// Identifier of a connection found at start-up (by socket inode).
+    pub fn found_conn_id(&self, inode: u64) -> u64 {
+        self.ids.hash_one(("found", inode))
+    }
+
+    pub fn write_process_found(
+        &mut self,
+        format: OutputFormat,
+        out: &mut Vec<u8>,
+        p: &ProcessInfo,
+        cgroup: Option<&CgroupInfo>,
+    ) {
+        match format {
+            OutputFormat::Text => text::write_process_found(out, p, cgroup),
+            OutputFormat::Json => json::write_process_found(out, p, cgroup, self),
+        }
+    }
+
+    pub fn write_conn_found(
+        &mut self,
+        format: OutputFormat,
+        out: &mut Vec<u8>,
+        c: &FoundConn,
+        cgroup: Option<&CgroupInfo>,
+    ) {
+        match format {
+            OutputFormat::Text => text::write_conn_found(out, c, cgroup),
+            OutputFormat::Json => json::write_conn_found(out, c, cgroup, self),
+        }
+    }
+
     /// Identifier of a connection, the same on its open and close records: a keyed hash of the
     /// socket address and open time, so no kernel address is ever printed.
     pub fn conn_id(&self, r: &ConnRecord) -> u64 {
         self.ids.hash_one((r.sock_id, r.opened_ns))
     }
 
-    pub fn write(&mut self, format: OutputFormat, out: &mut Vec<u8>, ev: &Event) {
+    pub fn write(
+        &mut self,
+        format: OutputFormat,
+        out: &mut Vec<u8>,
+        ev: &Event,
+        attr: &Attribution,
+    ) {
         match format {
-            OutputFormat::Text => text::write_event(out, ev, self),
-            OutputFormat::Json => json::write_event(out, ev, self),
+            OutputFormat::Text => text::write_event(out, ev, attr, self),
+            OutputFormat::Json => json::write_event(out, ev, attr, self),
         }
     }
 }

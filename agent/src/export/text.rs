@@ -6,18 +6,45 @@
 //! 12:00:01.180551 CLOSE   pid=4242 comm=curl  10.0.0.5:41562 -> 10.0.0.9:80  sent=78B recv=612B rtt=0.05ms retrans=0 after 50.5ms
 //! ```
 
-use std::{io::Write as _, time::Duration};
+use std::{
+    io::Write as _,
+    time::{Duration, SystemTime},
+};
 
 use super::Context;
-use crate::event::{self, ConnPhase, Event, ExitStatus};
+use crate::{
+    enrich::Attribution,
+    event::{self, ConnPhase, Event, ExitStatus},
+    node::{FoundConn, cgroup::CgroupInfo, process::ProcessInfo},
+};
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// Appends `ev` as one readable line to `out`.
-pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &Context) {
-    let wall = ctx.clock.wall(ev.ts_ns());
+/// ` [containerd:1a2b3c4d5e6f pod=…]` or ` [kubelet.service]`: where the event came from.
+fn write_attribution(out: &mut Vec<u8>, cgroup: Option<&CgroupInfo>) {
+    let Some(cg) = cgroup else {
+        return;
+    };
+    let id = &cg.identity;
+    let _ = match (&id.container_id, &id.systemd_unit) {
+        (Some(ctr), _) => {
+            let short = &ctr[..ctr.len().min(12)];
+            let runtime = id.runtime.map_or("container", |r| r.as_str());
+            match &id.pod_uid {
+                Some(pod) => write!(out, " [{runtime}:{short} pod={pod}]"),
+                None => write!(out, " [{runtime}:{short}]"),
+            }
+        }
+        (None, Some(unit)) => write!(out, " [{unit}]"),
+        (None, None) if cg.path.as_ref() != "/" => write!(out, " [{}]", cg.path),
+        (None, None) => Ok(()),
+    };
+}
+
+/// `HH:MM:SS.micros ` (UTC).
+fn write_time(out: &mut Vec<u8>, wall: SystemTime) {
     let since_midnight = wall
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
@@ -30,7 +57,16 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &Context) {
         since_midnight % 1_000_000,
     );
     let _ = write!(out, "{h:02}:{m:02}:{s:02}.{us:06} ");
+}
+
+/// Appends `ev` as one readable line to `out` (nothing for cgroup records).
+pub fn write_event(out: &mut Vec<u8>, ev: &Event, attr: &Attribution, ctx: &Context) {
+    if matches!(ev, Event::Cgroup { .. }) {
+        return;
+    }
+    write_time(out, ctx.clock.wall(ev.ts_ns()));
     let _ = match ev {
+        Event::Cgroup { .. } => Ok(()),
         Event::Exec(r) => {
             let _ = write!(
                 out,
@@ -50,9 +86,9 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &Context) {
             if event::exec_args_truncated(r) {
                 let _ = write!(out, " …");
             }
-            writeln!(out)
+            Ok(())
         }
-        Event::Fork(r) => writeln!(
+        Event::Fork(r) => write!(
             out,
             "FORK    pid={} comm={} -> child pid={}",
             r.parent.pid,
@@ -70,7 +106,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &Context) {
                     if core_dumped { " (core dumped)" } else { "" }
                 ),
             };
-            writeln!(
+            write!(
                 out,
                 "EXIT    pid={} comm={} {status} after {:.2}ms",
                 r.task.pid,
@@ -126,7 +162,43 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, ctx: &Context) {
             if !c.seen_open() {
                 let _ = write!(out, " (opened before capture)");
             }
-            writeln!(out)
+            Ok(())
         }
     };
+    write_attribution(out, attr.cgroup.as_deref());
+    out.push(b'\n');
+}
+
+/// A process running when Sonde started.
+pub fn write_process_found(out: &mut Vec<u8>, p: &ProcessInfo, cgroup: Option<&CgroupInfo>) {
+    write_time(out, SystemTime::now());
+    let _ = write!(
+        out,
+        "FOUND   pid={} ppid={} uid={} comm={}  {}",
+        p.key.pid,
+        p.parent.map_or(0, |k| k.pid),
+        p.uid,
+        p.comm,
+        p.cmdline
+    );
+    write_attribution(out, cgroup);
+    out.push(b'\n');
+}
+
+/// A connection open when Sonde started.
+pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, cgroup: Option<&CgroupInfo>) {
+    write_time(out, SystemTime::now());
+    let _ = match &c.owner {
+        Some(p) => write!(out, "OPEN    pid={} comm={} ", p.key.pid, p.comm),
+        None => write!(out, "OPEN    pid=? "),
+    };
+    let _ = write!(
+        out,
+        " {} {} {}  (open before capture)",
+        c.local,
+        if c.inbound { "<-" } else { "->" },
+        c.remote
+    );
+    write_attribution(out, cgroup);
+    out.push(b'\n');
 }

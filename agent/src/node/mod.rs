@@ -1,0 +1,257 @@
+//! The node model: who is behind every event. Cgroups (id → path → container, pod or systemd
+//! unit), processes (identity, parent, name, cgroup) and the connections that existed at
+//! start-up, kept current from the kernel's records and seeded by a /proc scan.
+//!
+//! One owner, no locks: the capture pipeline applies every record in order and asks for
+//! attribution as it goes; the start-up scan runs on a blocking thread and is merged in by the
+//! same owner.
+
+pub mod cgroup;
+pub mod cgroup_path;
+pub mod hostfs;
+pub mod process;
+pub mod procfs;
+pub mod sockets;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use cgroup::{CgroupError, CgroupIndex, CgroupInfo};
+use hostfs::HostRoot;
+use process::{Origin, ProcKey, ProcessInfo, ProcessTable};
+
+use crate::event::{self, Event};
+
+/// How often exited processes and stale entries are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub host: HostRoot,
+    pub max_cgroups: usize,
+    pub max_processes: usize,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            host: HostRoot::default(),
+            max_cgroups: 100_000,
+            max_processes: 200_000,
+        }
+    }
+}
+
+/// A connection that existed when Sonde started, with its owner from the fd scan.
+#[derive(Clone, Debug)]
+pub struct FoundConn {
+    pub conn_id: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub inbound: bool,
+    pub owner: Option<ProcessInfo>,
+    pub cgroup_id: u64,
+}
+
+/// What the start-up scan added, for the event stream.
+#[derive(Debug, Default)]
+pub struct BootstrapReport {
+    /// Processes found running that the kernel had not already reported.
+    pub processes: Vec<ProcessInfo>,
+    pub conns: Vec<FoundConn>,
+    pub duration: Duration,
+    pub unreadable_processes: usize,
+    pub socket_namespaces_failed: usize,
+}
+
+/// The raw result of the start-up scans, produced off the capture path.
+pub struct Bootstrap {
+    pub procs: procfs::ProcScan,
+    pub sockets: sockets::SocketScan,
+    pub duration: Duration,
+}
+
+/// Runs the start-up scans (blocking: /proc and netlink I/O).
+pub fn scan(host: &HostRoot) -> Bootstrap {
+    let started = Instant::now();
+    let procs = procfs::scan(&host.proc());
+    let mut members: HashMap<u64, u32> = HashMap::new();
+    for p in &procs.processes {
+        if let Some(ns) = p.netns {
+            members.entry(ns).or_insert(p.pid);
+        }
+    }
+    let sockets = sockets::scan(&host.proc(), &members);
+    Bootstrap {
+        procs,
+        sockets,
+        duration: started.elapsed(),
+    }
+}
+
+pub struct NodeModel {
+    pub host: HostRoot,
+    pub cgroups: CgroupIndex,
+    pub processes: ProcessTable,
+    /// Connections found at start-up, by 4-tuple, until they close.
+    found_conns: HashMap<(SocketAddr, SocketAddr), FoundConn>,
+    hz: u64,
+    last_sweep: Instant,
+}
+
+impl NodeModel {
+    /// Indexes the cgroup v2 hierarchy; processes and sockets come with [`Self::merge`].
+    pub fn new(opts: &NodeOptions) -> Result<Self, CgroupError> {
+        let root = cgroup::find_v2_root(&opts.host)?;
+        Ok(Self {
+            host: opts.host.clone(),
+            cgroups: CgroupIndex::new(root, opts.max_cgroups),
+            processes: ProcessTable::new(opts.max_processes),
+            found_conns: HashMap::new(),
+            hz: process::ticks_per_second(),
+            last_sweep: Instant::now(),
+        })
+    }
+
+    /// Applies one kernel record to the model.
+    pub fn apply(&mut self, ev: &Event) {
+        match ev {
+            Event::Exec(r) => {
+                let info = ProcessInfo {
+                    key: self.processes.key(r.task.pid, r.task.start_ns),
+                    start_ns: r.task.start_ns,
+                    parent: (r.ppid != 0).then(|| self.processes.key(r.ppid, r.parent_start_ns)),
+                    uid: r.task.uid,
+                    comm: Arc::from(event::comm(&r.task).as_ref()),
+                    cmdline: Arc::from(event::exec_args(r).collect::<Vec<_>>().join(" ")),
+                    cgroup_id: r.task.cgroup_id,
+                    origin: Origin::Observed,
+                    exited_at: None,
+                };
+                self.processes.observe(info);
+            }
+            Event::Fork(r) => {
+                let parent = self.processes.key(r.parent.pid, r.parent.start_ns);
+                let inherited = self.processes.get(&parent).map(|p| Arc::clone(&p.cmdline));
+                let info = ProcessInfo {
+                    key: self.processes.key(r.child_pid, r.child_start_ns),
+                    start_ns: r.child_start_ns,
+                    parent: Some(parent),
+                    uid: r.parent.uid,
+                    comm: Arc::from(event::comm(&r.parent).as_ref()),
+                    cmdline: inherited.unwrap_or_else(|| Arc::from("")),
+                    cgroup_id: r.child_cgroup_id,
+                    origin: Origin::Observed,
+                    exited_at: None,
+                };
+                self.processes.observe(info);
+            }
+            Event::Exit(r) => {
+                let key = self.processes.key(r.task.pid, r.task.start_ns);
+                self.processes.exited(key, || ProcessInfo {
+                    key,
+                    start_ns: r.task.start_ns,
+                    parent: None,
+                    uid: r.task.uid,
+                    comm: Arc::from(event::comm(&r.task).as_ref()),
+                    cmdline: Arc::from(""),
+                    cgroup_id: r.task.cgroup_id,
+                    origin: Origin::Observed,
+                    exited_at: None,
+                });
+            }
+            Event::Conn(_) => {}
+            Event::Cgroup { record, removed } => {
+                if *removed {
+                    self.cgroups.removed(record.id);
+                } else {
+                    self.cgroups.created(record.id, &event::cgroup_path(record));
+                }
+            }
+        }
+        if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
+            self.last_sweep = Instant::now();
+            self.processes.expire();
+        }
+    }
+
+    /// The cgroup behind an id (re-walking the hierarchy on a miss, rate-limited).
+    pub fn cgroup(&mut self, id: u64) -> Option<Arc<CgroupInfo>> {
+        if id == 0 {
+            return None;
+        }
+        self.cgroups.resolve(id)
+    }
+
+    /// Removes and returns the connection found at start-up with this 4-tuple (it is closing;
+    /// its close record carries no owner).
+    pub fn take_found_conn(&mut self, local: SocketAddr, remote: SocketAddr) -> Option<FoundConn> {
+        self.found_conns.remove(&(local, remote))
+    }
+
+    /// Merges the start-up scans; returns what is new, for the event stream.
+    pub fn merge(&mut self, scan: Bootstrap, conn_id: impl Fn(u64) -> u64) -> BootstrapReport {
+        let mut report = BootstrapReport {
+            duration: scan.duration,
+            unreadable_processes: scan.procs.unreadable,
+            socket_namespaces_failed: scan.sockets.failed.len(),
+            ..Default::default()
+        };
+        let ns_per_tick = 1_000_000_000 / self.hz;
+        let mut owners: HashMap<u32, ProcessInfo> = HashMap::new();
+        for p in &scan.procs.processes {
+            let cgroup_id = p
+                .cgroup_path
+                .as_deref()
+                .and_then(|path| self.cgroups.id_of_path(path))
+                .unwrap_or(0);
+            let info = ProcessInfo {
+                key: ProcKey {
+                    pid: p.pid,
+                    start_ticks: p.start_ticks,
+                },
+                start_ns: p.start_ticks * ns_per_tick,
+                parent: p.parent_start_ticks.map(|t| ProcKey {
+                    pid: p.ppid,
+                    start_ticks: t,
+                }),
+                uid: p.uid,
+                comm: Arc::from(p.comm.as_str()),
+                cmdline: Arc::from(p.cmdline.as_str()),
+                cgroup_id,
+                origin: Origin::FoundAtStart,
+                exited_at: None,
+            };
+            owners.insert(p.pid, info.clone());
+            if self.processes.merge_found(info.clone()) {
+                report.processes.push(info);
+            }
+        }
+        for c in scan.sockets.conns {
+            let owner = scan
+                .procs
+                .socket_owner
+                .get(&c.inode)
+                .and_then(|pid| owners.get(pid))
+                .cloned();
+            let found = FoundConn {
+                conn_id: conn_id(c.inode),
+                local: c.local,
+                remote: c.remote,
+                inbound: scan.sockets.listeners.contains(&(c.netns, c.local.port())),
+                cgroup_id: owner.as_ref().map_or(0, |o| o.cgroup_id),
+                owner,
+            };
+            self.found_conns.insert((c.local, c.remote), found.clone());
+            report.conns.push(found);
+        }
+        for (ns, reason) in &scan.sockets.failed {
+            tracing::warn!(netns = ns, %reason, "sockets of a network namespace could not be read");
+        }
+        report
+    }
+}
