@@ -11,5 +11,6 @@ pub mod clock;
 pub mod event;
 pub mod export;
 pub mod logging;
+pub mod node;
 pub mod run;
 pub mod units;
