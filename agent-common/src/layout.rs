@@ -65,6 +65,9 @@ pub struct KernelLayout {
     pub sock_v6_daddr: u32,
     pub sock_v6_rcv_saddr: u32,
     // struct sock, outside the window
+    /// `inet_sock.inet_sport` (network order): the local port, still set at `TCP_CLOSE`, where
+    /// `skc_num` has already been cleared by `inet_put_port()`.
+    pub sock_inet_sport: u32,
     pub sock_protocol: u32,
     pub sock_err: u32,
     pub sock_cgroup: u32,
@@ -80,6 +83,7 @@ pub struct KernelLayout {
     pub css_set_dfl_cgrp: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    pub _pad0: u32,
 
     /// Records are submitted without waking userspace until this many bytes wait in the ring
     /// buffer (userspace also drains on a timer): batched wake-ups.
@@ -122,6 +126,7 @@ impl KernelLayout {
         sock_num: ABSENT,
         sock_v6_daddr: ABSENT,
         sock_v6_rcv_saddr: ABSENT,
+        sock_inet_sport: ABSENT,
         sock_protocol: ABSENT,
         sock_err: ABSENT,
         sock_cgroup: ABSENT,
@@ -135,19 +140,20 @@ impl KernelLayout {
         css_set_dfl_cgrp: ABSENT,
         cgroup_kn: ABSENT,
         kernfs_node_id: ABSENT,
+        _pad0: 0,
         wakeup_bytes: 0,
     };
 }
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<KernelLayout>() == 46 * 4 + 8);
+    assert!(size_of::<KernelLayout>() == 48 * 4 + 8);
     assert!(offset_of!(KernelLayout, tp_exec_filename) == 0);
     assert!(offset_of!(KernelLayout, tp_cgroup_path) == 5 * 4);
     assert!(offset_of!(KernelLayout, task_pid) == 7 * 4);
     assert!(offset_of!(KernelLayout, sock_window) == 25 * 4);
-    assert!(offset_of!(KernelLayout, kernfs_node_id) == 45 * 4);
-    assert!(offset_of!(KernelLayout, wakeup_bytes) == 46 * 4);
+    assert!(offset_of!(KernelLayout, kernfs_node_id) == 46 * 4);
+    assert!(offset_of!(KernelLayout, wakeup_bytes) == 48 * 4);
 };
 
 #[cfg(feature = "user")]

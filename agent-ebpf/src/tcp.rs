@@ -326,6 +326,10 @@ fn read_tuple(
     let fam = w.get::<u16>(offset!(sock_family)).unwrap_or(0);
     *family = fam;
     *sport = w.get::<u16>(offset!(sock_num)).unwrap_or(0);
+    if *sport == 0 {
+        // At TCP_CLOSE the port is already released from skc_num; inet_sport keeps it.
+        *sport = u16::from_be(read::<u16>(sk, offset!(sock_inet_sport)).unwrap_or(0));
+    }
     *dport = u16::from_be(w.get::<u16>(offset!(sock_dport)).unwrap_or(0));
     if fam == AF_INET {
         let s = w.get::<[u8; 4]>(offset!(sock_rcv_saddr)).unwrap_or([0; 4]);

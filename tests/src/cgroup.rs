@@ -56,3 +56,31 @@ impl Drop for TestCgroup {
         }
     }
 }
+
+/// Removes the cgroup `rel` (relative to each hierarchy's root) and its now-empty parents up to
+/// `stop_at` (exclusive), in every cgroup hierarchy mounted here (v2 and, on hybrid hosts, each
+/// v1 controller that runc also populated). Best effort: busy cgroups stay.
+pub fn remove_everywhere(rel: &str, stop_at: &str) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        let (_, mnt, ty) = (f.next(), f.next(), f.next());
+        let (Some(mnt), Some(ty)) = (mnt, ty) else {
+            continue;
+        };
+        if ty != "cgroup" && ty != "cgroup2" {
+            continue;
+        }
+        let mut path = rel.trim_matches('/').to_string();
+        let stop = stop_at.trim_matches('/');
+        loop {
+            let _ = std::fs::remove_dir(std::path::Path::new(mnt).join(&path));
+            match path.rsplit_once('/') {
+                Some((parent, _)) if parent != stop && !parent.is_empty() => {
+                    path = parent.to_string()
+                }
+                _ => break,
+            }
+        }
+    }
+}

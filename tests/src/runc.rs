@@ -20,6 +20,38 @@ pub fn unique_id(prefix: &str) -> String {
     )
 }
 
+/// Random hex digits (test-unique ids).
+pub fn random_hex(len: usize) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let mut out = String::new();
+    let mut n = 0u64;
+    while out.len() < len {
+        let v = RandomState::new().hash_one((std::process::id(), n, std::time::Instant::now()));
+        out.push_str(&format!("{v:016x}"));
+        n += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// A container id as runtimes make them: 64 hex digits.
+pub fn container_id() -> String {
+    random_hex(64)
+}
+
+/// A pod UID (RFC 4122 layout).
+pub fn pod_uid() -> String {
+    let h = random_hex(32);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// An OCI bundle: `rootfs/` with busybox and its applets, and `config.json`.
 pub struct Bundle {
     dir: tempfile::TempDir,
@@ -82,6 +114,23 @@ impl Bundle {
         self.dir.path()
     }
 
+    /// Starts the container in the background (`runc run`, not detached, so its exit status is
+    /// ours to collect); it is killed and deleted when the handle drops.
+    pub fn spawn(&self, id: &str) -> Running {
+        let child = Command::new("runc")
+            .args(["run", "--bundle"])
+            .arg(self.path())
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("runc run");
+        Running {
+            id: id.to_string(),
+            child,
+        }
+    }
+
     /// Runs the container to completion (`runc run`), returning the process's exit status.
     pub fn run(&self, id: &str) -> ExitStatus {
         let out = Command::new("runc")
@@ -104,4 +153,74 @@ impl Bundle {
         );
         out.status
     }
+}
+
+/// A container started with [`Bundle::spawn`].
+pub struct Running {
+    id: String,
+    child: std::process::Child,
+}
+
+impl Running {
+    /// Pid (on the host) of the container's first process, once runc reports it.
+    pub fn init_pid(&self) -> Option<u32> {
+        let out = Command::new("runc")
+            .args(["state", &self.id])
+            .output()
+            .ok()?;
+        let state: Value = serde_json::from_slice(&out.stdout).ok()?;
+        state["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|&p| p > 0)
+    }
+
+    /// Waits for the container to exit on its own.
+    pub fn wait(mut self, timeout: std::time::Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "container {} did not exit within {timeout:?}",
+                self.id
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("runc")
+                .args(["kill", &self.id, "KILL"])
+                .status();
+            let _ = self.child.wait();
+        }
+        let _ = Command::new("runc")
+            .args(["delete", "-f", &self.id])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Whether something listens on TCP `port` (IPv4 or IPv6) in this network namespace.
+pub fn listening(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|file| {
+        std::fs::read_to_string(file).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                cols.len() > 3
+                    && cols[3] == "0A"
+                    && cols[1]
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+            })
+        })
+    })
 }

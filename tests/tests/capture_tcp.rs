@@ -197,6 +197,8 @@ fn refused_connection_is_one_failure_and_never_established() {
     assert_eq!(u64_of(f, "pid"), cli_pid);
     assert_eq!(str_of(f, "direction"), "outbound");
     assert_eq!(u64_of(f, "remote_port"), port as u64);
+    // The local port is released before the socket reaches CLOSE; it must still be reported.
+    assert!(u64_of(f, "local_port") > 0, "{f}");
     assert!(on_port(&stopped.events, "tcp_open", port).is_empty());
     assert!(on_port(&stopped.events, "tcp_close", port).is_empty());
 }

@@ -102,7 +102,7 @@ pub fn run_agent(args: &[String]) -> Result<()> {
 
 /// Builds the agent and the tests' helpers, then runs every test with `SONDE_BIN` pointing at
 /// the agent.
-pub fn test(filter: Option<&str>) -> Result<()> {
+pub fn test(args: &[String]) -> Result<()> {
     build_agent(false)?;
     let mut cmd = cargo()?;
     cmd.args([
@@ -114,9 +114,7 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     ])
     .env("SONDE_BIN", agent_binary(false))
     .env("RUST_BACKTRACE", "1");
-    if let Some(filter) = filter {
-        cmd.arg(filter);
-    }
+    cmd.args(args);
     status(&mut cmd, "the test suite")
 }
 

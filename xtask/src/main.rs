@@ -30,10 +30,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run every test (unit and integration, on the real kernel).
+    /// Set up, build and run every test (unit and integration, on the real kernel). Extra
+    /// arguments go to `cargo test`, e.g. `cargo xtask test -- --test capture_tcp`.
     Test {
-        /// Only run tests whose name contains this.
-        filter: Option<String>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Set up, build (release) and benchmark Sonde against no tracer and the libbpf-tools peers.
     Bench {
@@ -64,9 +65,9 @@ fn main() -> Result<()> {
             cmd::build_agent(true)?;
             cmd::run_agent(&args)
         }
-        Command::Test { filter } => {
+        Command::Test { args } => {
             setup::run()?;
-            cmd::test(filter.as_deref())
+            cmd::test(&args)
         }
         Command::Bench {
             rounds,

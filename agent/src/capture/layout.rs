@@ -50,6 +50,7 @@ const BTF_FIELDS: &[(&str, &str, u32, Slot)] = &[
     ("sock", "__sk_common.skc_v6_rcv_saddr", 16, |l| {
         &mut l.sock_v6_rcv_saddr
     }),
+    ("inet_sock", "inet_sport", 2, |l| &mut l.sock_inet_sport),
     ("sock", "sk_protocol", 2, |l| &mut l.sock_protocol),
     ("sock", "sk_err", 4, |l| &mut l.sock_err),
     ("sock", "sk_cgrp_data.cgroup", 8, |l| &mut l.sock_cgroup),

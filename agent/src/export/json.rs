@@ -284,8 +284,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, attr: &Attribution, ctx: &mut 
             o.str(
                 "direction",
                 match found {
-                    Some(f) if f.inbound => "inbound",
-                    Some(_) => "outbound",
+                    Some(f) => f.direction,
                     None => c.direction_name(),
                 },
             );
@@ -361,7 +360,7 @@ pub fn write_conn_found(
     o.str("type", "tcp_open");
     o.time("time", SystemTime::now(), &mut ctx.time_format);
     o.hex64("conn_id", c.conn_id);
-    o.str("direction", if c.inbound { "inbound" } else { "outbound" });
+    o.str("direction", c.direction);
     addr_fields(&mut o, c.local, c.remote);
     match &c.owner {
         Some(p) => process_fields(&mut o, p),

@@ -196,7 +196,11 @@ pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, cgroup: Option<&Cgroup
         out,
         " {} {} {}  (open before capture)",
         c.local,
-        if c.inbound { "<-" } else { "->" },
+        match c.direction {
+            "inbound" => "<-",
+            "outbound" => "->",
+            _ => "--",
+        },
         c.remote
     );
     write_attribution(out, cgroup);

@@ -52,7 +52,8 @@ pub struct FoundConn {
     pub conn_id: u64,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    pub inbound: bool,
+    /// `inbound`, `outbound`, or `unknown` (see [`sockets::direction`]).
+    pub direction: &'static str,
     pub owner: Option<ProcessInfo>,
     pub cgroup_id: u64,
 }
@@ -231,7 +232,7 @@ impl NodeModel {
                 report.processes.push(info);
             }
         }
-        for c in scan.sockets.conns {
+        for c in &scan.sockets.conns {
             let owner = scan
                 .procs
                 .socket_owner
@@ -242,7 +243,7 @@ impl NodeModel {
                 conn_id: conn_id(c.inode),
                 local: c.local,
                 remote: c.remote,
-                inbound: scan.sockets.listeners.contains(&(c.netns, c.local.port())),
+                direction: sockets::direction(c, &scan.sockets),
                 cgroup_id: owner.as_ref().map_or(0, |o| o.cgroup_id),
                 owner,
             };

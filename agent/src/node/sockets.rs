@@ -49,13 +49,19 @@ pub struct SocketScan {
     /// inbound.
     pub listeners: HashSet<(u64, u16)>,
     pub methods: HashMap<u64, Method>,
+    /// The ephemeral port range (`net.ipv4.ip_local_port_range`) ports of outbound connections
+    /// are chosen from.
+    pub ephemeral: (u16, u16),
     /// Namespaces whose sockets could not be read at all, with the reason.
     pub failed: Vec<(u64, String)>,
 }
 
 /// Scans the namespaces in `members` (namespace inode -> a pid inside it), through `proc_root`.
 pub fn scan(proc_root: &Path, members: &HashMap<u64, u32>) -> SocketScan {
-    let mut out = SocketScan::default();
+    let mut out = SocketScan {
+        ephemeral: ephemeral_range(proc_root),
+        ..Default::default()
+    };
     let own_ns = std::fs::read_link("/proc/self/ns/net")
         .ok()
         .and_then(|l| super::procfs::ns_inode(&l.to_string_lossy()));
@@ -101,6 +107,37 @@ pub fn scan(proc_root: &Path, members: &HashMap<u64, u32>) -> SocketScan {
         }
     }
     out
+}
+
+/// Which side opened a connection found at start-up: `inbound` if its local port is one a
+/// listener of its namespace uses, `outbound` if the remote port is; otherwise the ephemeral
+/// port range decides (the side holding an ephemeral port connected); `unknown` when both or
+/// neither port is ephemeral.
+pub fn direction(c: &ScannedConn, scan: &SocketScan) -> &'static str {
+    if scan.listeners.contains(&(c.netns, c.local.port())) {
+        return "inbound";
+    }
+    if scan.listeners.contains(&(c.netns, c.remote.port())) && c.remote.ip().is_loopback() {
+        return "outbound";
+    }
+    let (lo, hi) = scan.ephemeral;
+    let ephemeral = |port: u16| (lo..=hi).contains(&port);
+    match (ephemeral(c.local.port()), ephemeral(c.remote.port())) {
+        (true, false) => "outbound",
+        (false, true) => "inbound",
+        _ => "unknown",
+    }
+}
+
+/// `net.ipv4.ip_local_port_range`, or Linux's default when unreadable.
+fn ephemeral_range(proc_root: &Path) -> (u16, u16) {
+    std::fs::read_to_string(proc_root.join("sys/net/ipv4/ip_local_port_range"))
+        .ok()
+        .and_then(|text| {
+            let mut it = text.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
 }
 
 type RawSocket = (SocketAddr, SocketAddr, u8, u64);

@@ -6,6 +6,7 @@
 //! tcp-peer client <addr:port> <conns> <send-bytes> <recv-bytes>   # connects conns times, exits
 //! tcp-peer refused <addr:port>                                      # exit 0 iff refused
 //! tcp-peer threads <n> <code>             # start n threads, then exit(code) while they run
+//! tcp-peer accept-close <bind-addr> <conns>  # prints "port N", accepts conns, closes each at once
 //! ```
 //!
 //! Each connection: the client writes its bytes and shuts down writing; the server reads until
@@ -95,6 +96,20 @@ fn refused(args: &[String]) -> Result<(), String> {
     }
 }
 
+fn accept_close(args: &[String]) -> Result<(), String> {
+    let bind: SocketAddr = parse(args, 0, "bind address")?;
+    let conns: usize = parse(args, 1, "connection count")?;
+    let listener = TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    println!("port {port}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    for _ in 0..conns {
+        let (s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        drop(s);
+    }
+    Ok(())
+}
+
 fn threads(args: &[String]) -> Result<(), String> {
     let n: usize = parse(args, 0, "thread count")?;
     let code: i32 = parse(args, 1, "exit code")?;
@@ -119,6 +134,7 @@ fn main() -> ExitCode {
         Some("client") => client(&args[1..]),
         Some("refused") => refused(&args[1..]),
         Some("threads") => threads(&args[1..]),
+        Some("accept-close") => accept_close(&args[1..]),
         _ => Err("usage: tcp-peer server|client|refused ...".into()),
     };
     match result {
