@@ -100,10 +100,19 @@ pub struct BootstrapStats {
     pub socket_namespaces_failed: usize,
 }
 
+/// The start-up scan, from running to merged.
+enum BootstrapState {
+    Running(tokio::sync::oneshot::Receiver<Bootstrap>),
+    /// Finished; merged after the next complete drain, so every record the kernel produced
+    /// before the scan ended has been applied first and the merge never doubles a process.
+    Finished(Box<Bootstrap>),
+    Merged,
+}
+
 struct Pipeline<'a> {
     ctx: Context,
     node: NodeModel,
-    bootstrap: Option<tokio::sync::oneshot::Receiver<Bootstrap>>,
+    bootstrap: BootstrapState,
     bootstrap_stats: Option<BootstrapStats>,
     summary: Option<(Summary, bool)>,
     format: OutputFormat,
@@ -147,19 +156,24 @@ impl Pipeline<'_> {
 impl Pipeline<'_> {
     /// Merges the start-up scan once it is done, and reports what it found.
     fn merge_bootstrap(&mut self) {
-        let Some(rx) = &mut self.bootstrap else {
-            return;
-        };
-        let scan = match rx.try_recv() {
-            Ok(scan) => scan,
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                tracing::warn!("the start-up scan failed; pre-existing processes are unknown");
-                self.bootstrap = None;
+        let scan = match std::mem::replace(&mut self.bootstrap, BootstrapState::Merged) {
+            BootstrapState::Merged => return,
+            BootstrapState::Running(mut rx) => {
+                match rx.try_recv() {
+                    Ok(scan) => self.bootstrap = BootstrapState::Finished(Box::new(scan)),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                        self.bootstrap = BootstrapState::Running(rx)
+                    }
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        tracing::warn!(
+                            "the start-up scan failed; pre-existing processes are unknown"
+                        );
+                    }
+                }
                 return;
             }
+            BootstrapState::Finished(scan) => *scan,
         };
-        self.bootstrap = None;
         let ctx = &self.ctx;
         let report = self.node.merge(scan, |inode| ctx.found_conn_id(inode));
         tracing::info!(
@@ -288,7 +302,7 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
     let mut pipeline = Pipeline {
         ctx: Context::new(),
         node,
-        bootstrap: Some(bootstrap_rx),
+        bootstrap: BootstrapState::Running(bootstrap_rx),
         bootstrap_stats: None,
         summary: opts.summary.map(|clear| (Summary::default(), clear)),
         format: opts.output,

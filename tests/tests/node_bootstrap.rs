@@ -1,0 +1,178 @@
+//! Start-up and deployment: processes started while Sonde starts are reported exactly once;
+//! run like a DaemonSet (own pid and mount namespaces, the host's /proc and /sys under a host
+//! root) it still reports host pids and finds the host's processes; the summary view shows each
+//! container with its processes.
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use serde_json::Value;
+use sonde_tests::{
+    agent::{Agent, sonde_bin},
+    cgroup::remove_everywhere,
+    runc::{Bundle, container_id, unique_id},
+};
+
+fn kill_all(children: &mut [Child]) {
+    for c in children.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+#[test]
+fn processes_started_during_startup_appear_exactly_once() {
+    sonde_tests::require_root();
+    // Long-lived processes started before, during and after the agent's start-up (probes
+    // attached, /proc scanned, scan merged): each must show up once, as found or as forked.
+    let stop = Arc::new(AtomicBool::new(false));
+    let children = Arc::new(Mutex::new(Vec::<Child>::new()));
+    let spawner = {
+        let (stop, children) = (Arc::clone(&stop), Arc::clone(&children));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let child = Command::new("/bin/sleep")
+                    .arg("30")
+                    .spawn()
+                    .expect("spawn sleep");
+                children.lock().expect("lock").push(child);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let agent = Agent::start(&[]);
+    // Let the scan finish and merge while processes keep coming.
+    let bootstrapped = agent.wait_for(Duration::from_secs(15), |ev| {
+        ev.iter().any(|e| e["type"] == "process_found")
+    });
+    assert!(!bootstrapped.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    spawner.join().expect("spawner");
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = agent.stop();
+    let mut children = std::mem::take(&mut *children.lock().expect("lock"));
+    let pids: Vec<u64> = children.iter().map(|c| c.id() as u64).collect();
+    kill_all(&mut children);
+    stopped.assert_nothing_lost();
+
+    let count = |ty: &str, pid: u64| {
+        stopped
+            .events
+            .iter()
+            .filter(|e| e["type"] == ty && e["pid"] == pid)
+            .count()
+    };
+    let (mut found, mut forked) = (0, 0);
+    for &pid in &pids {
+        let (f, k) = (count("process_found", pid), count("process_fork", pid));
+        assert_eq!(f + k, 1, "pid {pid}: found {f} times, forked {k} times");
+        found += f;
+        forked += k;
+    }
+    // The storm really did straddle the start-up.
+    assert!(found > 0 && forked > 0, "found {found}, forked {forked}");
+}
+
+#[test]
+fn in_its_own_pid_namespace_with_a_host_root_it_reports_host_pids() {
+    sonde_tests::require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("proc")).expect("mkdir");
+    std::fs::create_dir_all(root.join("sys")).expect("mkdir");
+    let stats = root.join("stats.json");
+    let marker = Command::new("/bin/sleep")
+        .arg("30")
+        .spawn()
+        .expect("a host process to find");
+    // Like a DaemonSet pod: private mounts with the host's /proc and /sys under the host root,
+    // then a new pid namespace with its own /proc.
+    let script = format!(
+        "mount --rbind /proc {r}/proc && mount --rbind /sys {r}/sys && \
+         exec unshare --pid --fork --mount-proc {bin} run --output json --duration 4s \
+         --host-root {r} --stats-file {stats}",
+        r = root.display(),
+        bin = sonde_bin().display(),
+        stats = stats.display(),
+    );
+    let agent = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sonde in namespaces");
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut workload = Command::new("/bin/true").spawn().expect("workload");
+    assert!(workload.wait().expect("wait").success());
+    let out = agent.wait_with_output().expect("sonde");
+    let mut marker = marker;
+    let _ = marker.kill();
+    let _ = marker.wait();
+    assert!(
+        out.status.success(),
+        "sonde failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    let has = |ty: &str, pid: u64| events.iter().any(|e| e["type"] == ty && e["pid"] == pid);
+    assert!(
+        has("process_exec", workload.id() as u64),
+        "exec of the workload under its host pid"
+    );
+    assert!(
+        has("process_found", marker.id() as u64),
+        "the host's processes found through the host root"
+    );
+    assert!(
+        has("process_found", 1),
+        "the host's init, pid 1 on the host"
+    );
+}
+
+#[test]
+fn summary_shows_each_container_with_its_processes() {
+    let top = format!("sonde-test-{}", unique_id("summary"));
+    let id = container_id();
+    let path = format!("/{top}/system.slice/docker-{id}.scope");
+    let bundle = Bundle::new(&["/bin/sh", "-c", "sleep 30 & sleep 30 & wait"], &path);
+    let container = bundle.spawn(&unique_id("sum"));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new(sonde_bin())
+        .args(["run", "--summary", "--duration", "3s"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("sonde --summary");
+    drop(container);
+    remove_everywhere(&format!("{top}/system.slice/x"), "");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let label = format!("docker:{}", &id[..12]);
+    let row = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(&label))
+        .unwrap_or_else(|| panic!("no row for {label} in:\n{text}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    // WORKLOAD POD PROCS ...: the shell and its two sleeps.
+    assert_eq!(cols[1], "-", "{row}");
+    assert_eq!(cols[2], "3", "{row}");
+    assert!(text.contains("WORKLOAD"), "{text}");
+}
