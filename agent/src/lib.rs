@@ -4,12 +4,14 @@
 //! - [`capture`]: load and attach the eBPF programs, read the ring buffer and drop counters;
 //! - [`event`]: typed lifecycle events decoded from kernel records;
 //! - [`export`]: sinks (NDJSON / text event stream);
+//! - [`kube`]: Kubernetes pod metadata (kubelet client, pod store);
 //! - [`run`]: the `sonde run` pipeline tying them together.
 
 pub mod capture;
 pub mod clock;
 pub mod event;
 pub mod export;
+pub mod kube;
 pub mod logging;
 pub mod run;
 pub mod units;
