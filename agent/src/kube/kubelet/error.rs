@@ -159,8 +159,8 @@ pub enum KubeletError {
     Http { url: String, detail: String },
     #[error(
         "the kubelet at {url} closed the connection after {received} of {expected} bytes of the \
-         /pods body ({detail}); the last good pod list is kept and the request retried. Fix: if \
-         it repeats, check the kubelet's logs and any proxy between"
+         /pods body ({detail}); Sonde keeps its last good pod list and retries. Fix: if it \
+         repeats, check the kubelet's logs and any proxy between"
     )]
     BodyCut {
         url: String,
@@ -175,7 +175,7 @@ pub enum KubeletError {
     BodyTooLarge { url: String, limit: u64 },
     #[error(
         "the kubelet at {url} sent a malformed /pods body ({len} bytes, starting {start:?}): \
-         {source}; the last good pod list is kept. Fix: check that kubelet.url points at a \
+         {source}; Sonde keeps its last good pod list. Fix: check that kubelet.url points at a \
          kubelet, not at a proxy or another service"
     )]
     Malformed {

@@ -93,8 +93,7 @@ impl KubeletHandle {
             return state.clone();
         }
         // The task is gone (aborted): the last state is all there will be.
-        let last = rx.borrow().clone();
-        last
+        rx.borrow().clone()
     }
 }
 

@@ -153,7 +153,11 @@ pub(super) fn diagnose(err: io::Error, addr: &str, name: &str, trust: &Trust) ->
                     presented: if presented.is_empty() {
                         "no names".into()
                     } else {
-                        presented.join(", ")
+                        presented
+                            .iter()
+                            .map(|n| plain_name(n))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     },
                 }
             }
@@ -196,5 +200,24 @@ pub(super) fn diagnose(err: io::Error, addr: &str, name: &str, trust: &Trust) ->
             detail: tls.to_string(),
             fix: "check the kubelet's TLS settings and logs",
         },
+    }
+}
+
+/// rustls reports presented names in their Debug form (`DnsName("node-a")`,
+/// `IpAddress(10.0.0.1)`); a person wants `node-a`, `10.0.0.1`.
+fn plain_name(presented: &str) -> &str {
+    match presented.split_once('(') {
+        Some((_, rest)) => rest.trim_end_matches(')').trim_matches('"'),
+        None => presented,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_names() {
+        assert_eq!(super::plain_name("DnsName(\"node-a\")"), "node-a");
+        assert_eq!(super::plain_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(super::plain_name("node-b"), "node-b");
     }
 }
