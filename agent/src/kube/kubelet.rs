@@ -34,7 +34,8 @@ pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceacco
 pub const DEFAULT_CA_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 /// The kubelet's authenticated HTTPS port.
 pub const KUBELET_PORT: u16 = 10250;
-/// The kubelet's unauthenticated read-only HTTP port (disabled by default since 1.10+ setups).
+/// The kubelet's unauthenticated read-only HTTP port (off unless the kubelet runs with
+/// `--read-only-port=10255`).
 pub const READ_ONLY_PORT: u16 = 10255;
 
 /// The `kubelet.*` configuration (env `SONDE_KUBELET_URL`, `SONDE_KUBELET_TOKEN_FILE`, …).
