@@ -6,6 +6,7 @@
 //! - [`node`]: the node model (cgroups, processes, start-up scan) and [`enrich`], the join that
 //!   attributes every event to a container, pod or host service;
 //! - [`export`]: sinks (NDJSON / text event stream);
+//! - [`kube`]: Kubernetes pod metadata (kubelet client, pod store);
 //! - [`run`]: the `sonde run` pipeline tying them together.
 
 pub mod capture;
@@ -13,6 +14,7 @@ pub mod clock;
 pub mod enrich;
 pub mod event;
 pub mod export;
+pub mod kube;
 pub mod logging;
 pub mod node;
 pub mod run;

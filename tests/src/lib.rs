@@ -1,9 +1,11 @@
 //! Helpers shared by Sonde's integration tests (tests/tests/*.rs). Everything here drives real
-//! things: the agent binary on the real kernel, real processes, sockets and runc containers.
+//! things: the agent binary on the real kernel, real processes, sockets and runc containers, and
+//! a test kubelet over real HTTPS ([`kube_standin`]).
 
 pub mod agent;
 pub mod cgroup;
 pub mod events;
+pub mod kube_standin;
 pub mod runc;
 
 /// Fails the test, clearly, when it cannot do what it must: these tests need root and BPF, and

@@ -1,0 +1,223 @@
+//! TLS to the kubelet: rustls with the ring provider, trusting a CA file (or, on request,
+//! anything), and the translation of handshake failures into [`KubeletError`]s.
+
+use std::{io, path::PathBuf, sync::Arc};
+
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature},
+    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+};
+
+use super::error::KubeletError;
+
+/// What the client trusts.
+#[derive(Clone, Debug)]
+pub(super) enum Trust {
+    /// Certificates signed by a CA in this PEM file.
+    CaFile(PathBuf),
+    /// Any certificate (`kubelet.tls_verify: false`); the handshake is still checked.
+    Anything,
+}
+
+pub(super) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub(super) fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, KubeletError> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| KubeletError::Internal(format!("TLS setup: {e}")))?;
+    let mut config = match trust {
+        Trust::CaFile(path) => builder
+            .with_root_certificates(load_roots(path)?)
+            .with_no_client_auth(),
+        Trust::Anything => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn load_roots(path: &PathBuf) -> Result<RootCertStore, KubeletError> {
+    let ca_err = |reason: String| KubeletError::CaFile {
+        path: path.clone(),
+        reason,
+    };
+    // Read first, so that a missing file says so plainly.
+    let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| ca_err(format!("not valid PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ca_err(format!("a certificate in it is unusable: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_err("it holds no PEM certificate".into()));
+    }
+    Ok(roots)
+}
+
+/// `kubelet.tls_verify: false`: accepts any certificate, but still verifies that the peer
+/// holds its key (the handshake signatures), so the session is at least encrypted to it.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The server name to verify the certificate against: the URL's host (an IP or a DNS name).
+pub(super) fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host} is not a valid TLS name: {e}"))
+}
+
+/// Turns a failed handshake into the error that names its cause.
+pub(super) fn diagnose(err: io::Error, addr: &str, name: &str, trust: &Trust) -> KubeletError {
+    let addr = addr.to_string();
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        let (detail, fix) = match err.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => (
+                format!("the kubelet closed the connection during the handshake ({err})"),
+                "check that kubelet.url names the kubelet's HTTPS port (10250), and the \
+                 kubelet's logs for the rejected handshake",
+            ),
+            _ => (
+                err.to_string(),
+                "check kubelet.url and the network path to the node",
+            ),
+        };
+        return KubeletError::Tls { addr, detail, fix };
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::NotValidForName => KubeletError::CertificateNameMismatch {
+                addr,
+                name: name.to_string(),
+                presented: "names not reported".into(),
+            },
+            CertificateError::NotValidForNameContext { presented, .. } => {
+                KubeletError::CertificateNameMismatch {
+                    addr,
+                    name: name.to_string(),
+                    presented: if presented.is_empty() {
+                        "no names".into()
+                    } else {
+                        presented
+                            .iter()
+                            .map(|n| plain_name(n))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                }
+            }
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => KubeletError::CertificateExpired {
+                addr,
+                detail: tls.to_string(),
+            },
+            _ => match trust {
+                Trust::CaFile(ca_file) => KubeletError::CertificateUntrusted {
+                    addr,
+                    ca_file: ca_file.clone(),
+                    detail: tls.to_string(),
+                },
+                Trust::Anything => KubeletError::Tls {
+                    addr,
+                    detail: tls.to_string(),
+                    fix: "the kubelet's certificate is unusable even unverified; renew it",
+                },
+            },
+        },
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            KubeletError::Tls {
+                addr,
+                detail: format!("the peer does not speak TLS ({tls})"),
+                fix: "the port may serve plain HTTP (as the read-only port 10255 does): use an \
+                      http:// kubelet.url for it, or the HTTPS port 10250",
+            }
+        }
+        rustls::Error::AlertReceived(_) => KubeletError::Tls {
+            addr,
+            detail: format!("the kubelet rejected the handshake ({tls})"),
+            fix: "check the kubelet's logs (tls-min-version, tls-cipher-suites, client \
+                  certificate requirements)",
+        },
+        _ => KubeletError::Tls {
+            addr,
+            detail: tls.to_string(),
+            fix: "check the kubelet's TLS settings and logs",
+        },
+    }
+}
+
+/// rustls reports presented names in their Debug form (`DnsName("node-a")`,
+/// `IpAddress(10.0.0.1)`); a person wants `node-a`, `10.0.0.1`.
+fn plain_name(presented: &str) -> &str {
+    match presented.split_once('(') {
+        Some((_, rest)) => rest.trim_end_matches(')').trim_matches('"'),
+        None => presented,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_names() {
+        assert_eq!(super::plain_name("DnsName(\"node-a\")"), "node-a");
+        assert_eq!(super::plain_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(super::plain_name("node-b"), "node-b");
+    }
+}
