@@ -1,5 +1,6 @@
-//! Attribution cost per event: `enrich::attribute` (apply to the node model + cgroup lookup)
-//! over a stream of exec/exit/connection records spread across 1,000 containers' cgroups.
+//! Attribution cost per event: the cgroup lookup alone, and `enrich::attribute` (apply to the
+//! node model + lookup) over connection closes and whole process lifecycles, spread across
+//! 1,000 containers' cgroups.
 //! Run by `cargo xtask bench`; prints the median ns per event over batches.
 
 use std::time::Instant;
@@ -10,7 +11,8 @@ use sonde::{
     node::{NodeModel, NodeOptions},
 };
 use sonde_common::record::{
-    ConnRecord, ExecRecord, ExitRecord, Header, RecordKind, TaskIdentity, conn_flags, direction,
+    ConnRecord, ExecRecord, ExitRecord, ForkRecord, Header, RecordKind, TaskIdentity, conn_flags,
+    direction,
 };
 
 const CONTAINERS: u64 = 1_000;
@@ -89,14 +91,42 @@ fn main() {
         });
         std::hint::black_box(enrich::attribute(node, &ev));
     });
-    measure("exit (apply + attribute)", &mut |i, node| {
-        exit.header = header(RecordKind::Exit, i);
-        exit.task = task(i);
-        std::hint::black_box(enrich::attribute(node, &Event::Exit(&exit)));
-    });
-    measure("exec (apply + attribute)", &mut |i, node| {
-        exec.header = header(RecordKind::Exec, i);
-        exec.task = task(i);
-        std::hint::black_box(enrich::attribute(node, &Event::Exec(&exec)));
-    });
+    // A process lifecycle as the kernel reports it: fork, exec, connection close, exit, over a
+    // working set of live processes (the table stays at its steady-state size).
+    let mut fork: ForkRecord = unsafe { std::mem::zeroed() };
+    measure(
+        "process lifecycle (fork+exec+close+exit, per event)",
+        &mut |i, node| {
+            let child = task(i / 4 + 7);
+            match i % 4 {
+                0 => {
+                    fork.header = header(RecordKind::Fork, i);
+                    fork.parent = task(1);
+                    fork.child_pid = child.pid;
+                    fork.child_start_ns = child.start_ns;
+                    fork.child_cgroup_id = child.cgroup_id;
+                    std::hint::black_box(enrich::attribute(node, &Event::Fork(&fork)));
+                }
+                1 => {
+                    exec.header = header(RecordKind::Exec, i);
+                    exec.task = child;
+                    std::hint::black_box(enrich::attribute(node, &Event::Exec(&exec)));
+                }
+                2 => {
+                    conn.header = header(RecordKind::ConnClose, i);
+                    conn.owner = child;
+                    let ev = Event::Conn(ConnEvent {
+                        phase: ConnPhase::Close,
+                        record: &conn,
+                    });
+                    std::hint::black_box(enrich::attribute(node, &ev));
+                }
+                _ => {
+                    exit.header = header(RecordKind::Exit, i);
+                    exit.task = child;
+                    std::hint::black_box(enrich::attribute(node, &Event::Exit(&exit)));
+                }
+            }
+        },
+    );
 }

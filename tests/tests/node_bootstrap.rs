@@ -73,7 +73,14 @@ fn processes_started_during_startup_appear_exactly_once() {
     let (mut found, mut forked) = (0, 0);
     for &pid in &pids {
         let (f, k) = (count("process_found", pid), count("process_fork", pid));
-        assert_eq!(f + k, 1, "pid {pid}: found {f} times, forked {k} times");
+        // Forked before the probes were attached but exec'd after: the kernel's exec record
+        // introduced it, and the scan's copy is merged into it, not reported again.
+        let exec_only = f + k == 0 && count("process_exec", pid) == 1;
+        assert!(
+            f + k == 1 || exec_only,
+            "pid {pid}: found {f} times, forked {k} times, exec {} times",
+            count("process_exec", pid)
+        );
         found += f;
         forked += k;
     }

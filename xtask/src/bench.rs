@@ -5,6 +5,8 @@
 //! NDJSON to /dev/null) and with the libbpf-tools peer (`tcplife`, `execsnoop`, output to
 //! /dev/null), for several rounds. Reported: median throughput per configuration, the median of
 //! the per-round traced/untraced ratios, the events Sonde lost, Sonde's CPU time and peak RSS.
+//! Then the start-up bootstrap ([`crate::bench_bootstrap`]) and the in-process
+//! micro-benchmarks ([`crate::bench_micro`]).
 
 use std::{
     os::unix::net::UnixDatagram,
@@ -55,7 +57,7 @@ struct SondeRun {
     peak_rss_kib: u64,
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     match values.len() {
         0 => f64::NAN,
@@ -121,13 +123,13 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-struct Running {
+pub struct Running {
     child: Child,
     stats: Option<PathBuf>,
     _dir: Option<PathBuf>,
 }
 
-fn start_sonde(dir: &Path) -> Result<Running> {
+pub fn start_sonde(dir: &Path) -> Result<Running> {
     let notify_path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&notify_path);
     let notify = UnixDatagram::bind(&notify_path)?;
@@ -183,19 +185,30 @@ fn start_peer(w: &Workload) -> Result<Running> {
     })
 }
 
-fn stop(mut r: Running) -> Result<Option<SondeRun>> {
-    let pid = r.child.id();
-    let peak = peak_rss_kib(pid);
+/// Stops a Sonde run (SIGINT) and returns its `--stats-file` JSON.
+pub fn stop_sonde_stats(mut r: Running) -> Result<serde_json::Value> {
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    unsafe { libc::kill(r.child.id() as i32, libc::SIGINT) };
     let status = r.child.wait()?;
-    let Some(stats) = r.stats else {
-        return Ok(None);
-    };
     if !status.success() {
         bail!("sonde exited with {status}");
     }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats)?)?;
+    let Some(stats) = r.stats else {
+        bail!("not a sonde run");
+    };
+    Ok(serde_json::from_slice(&std::fs::read(&stats)?)?)
+}
+
+fn stop(mut r: Running) -> Result<Option<SondeRun>> {
+    let pid = r.child.id();
+    let peak = peak_rss_kib(pid);
+    if r.stats.is_none() {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        r.child.wait()?;
+        return Ok(None);
+    }
+    let json = stop_sonde_stats(r)?;
     let events = json["events"]
         .as_object()
         .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
@@ -225,10 +238,8 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     println!("sonde bench: {rounds} rounds x {seconds} s per configuration, 2 cores\n");
-    for w in WORKLOADS
-        .iter()
-        .filter(|w| only.is_none_or(|o| o == w.load))
-    {
+    let wanted = |name: &str| only.is_none_or(|o| o == name);
+    for w in WORKLOADS.iter().filter(|w| wanted(w.load)) {
         let mut rates: [Vec<f64>; 3] = Default::default();
         let mut ratio_sonde = Vec::new();
         let mut ratio_peer = Vec::new();
@@ -295,6 +306,15 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
             rss as f64 / 1024.0
         );
     }
+    let result = (|| {
+        if wanted("bootstrap") {
+            crate::bench_bootstrap::run(&load_bin, &dir, rounds)?;
+        }
+        if wanted("micro") {
+            crate::bench_micro::run()?;
+        }
+        Ok(())
+    })();
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    result
 }

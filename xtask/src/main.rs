@@ -2,6 +2,8 @@
 //! `run`, `test` and `bench` call `setup` first, so a fresh clone needs nothing else.
 
 mod bench;
+mod bench_bootstrap;
+mod bench_micro;
 mod cmd;
 mod setup;
 
@@ -44,7 +46,7 @@ enum Command {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
-        /// Only this workload: tcp or exec.
+        /// Only this part: tcp, exec, bootstrap (start-up scan) or micro (in-process benches).
         #[arg(long)]
         only: Option<String>,
     },

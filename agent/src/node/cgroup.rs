@@ -8,7 +8,7 @@
 //! the index is bounded and counts what it evicts.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -62,6 +62,10 @@ pub struct CgroupIndexStats {
 pub struct CgroupIndex {
     root: PathBuf,
     by_id: HashMap<u64, Entry>,
+    /// Removed cgroups in removal order, and every cgroup in insertion order: expiry and
+    /// eviction pop these (validating lazily) instead of scanning the index.
+    removed: VecDeque<(u64, Instant)>,
+    inserted: VecDeque<u64>,
     max_entries: usize,
     last_walk: Option<Instant>,
     stats: CgroupIndexStats,
@@ -88,6 +92,8 @@ impl CgroupIndex {
         let mut index = Self {
             root,
             by_id: HashMap::new(),
+            removed: VecDeque::new(),
+            inserted: VecDeque::new(),
             max_entries: max_entries.max(1),
             last_walk: None,
             stats: CgroupIndexStats::default(),
@@ -144,8 +150,12 @@ impl CgroupIndex {
 
     /// A cgroup the kernel reports removed: kept for a grace period.
     pub fn removed(&mut self, id: u64) {
-        if let Some(e) = self.by_id.get_mut(&id) {
-            e.removed_at.get_or_insert_with(Instant::now);
+        if let Some(e) = self.by_id.get_mut(&id)
+            && e.removed_at.is_none()
+        {
+            let now = Instant::now();
+            e.removed_at = Some(now);
+            self.removed.push_back((id, now));
         }
         self.expire();
     }
@@ -163,6 +173,11 @@ impl CgroupIndex {
             }
         }
         let identity = cgroup_path::parse(&path);
+        self.inserted.push_back(id);
+        if self.inserted.len() > 2 * self.by_id.len() + 1024 {
+            let by_id = &self.by_id;
+            self.inserted.retain(|id| by_id.contains_key(id));
+        }
         self.by_id.insert(
             id,
             Entry {
@@ -178,24 +193,36 @@ impl CgroupIndex {
 
     /// Drops removed entries past their grace period.
     fn expire(&mut self) {
-        let before = self.by_id.len();
-        self.by_id
-            .retain(|_, e| e.removed_at.is_none_or(|t| t.elapsed() < REMOVED_GRACE));
-        self.stats.evicted += (before - self.by_id.len()) as u64;
+        while let Some(&(id, at)) = self.removed.front() {
+            if at.elapsed() < REMOVED_GRACE {
+                break;
+            }
+            self.removed.pop_front();
+            self.remove_if(id, |e| e.removed_at == Some(at));
+        }
     }
 
-    /// Makes room: the oldest removed entry, else an arbitrary one (counted either way).
+    /// Removes `id` if it is still there and `check` holds; counts the eviction.
+    fn remove_if(&mut self, id: u64, check: impl Fn(&Entry) -> bool) -> bool {
+        if !self.by_id.get(&id).is_some_and(check) {
+            return false;
+        }
+        self.by_id.remove(&id);
+        self.stats.evicted += 1;
+        true
+    }
+
+    /// Makes room: the oldest removed entry, else the oldest indexed (counted either way).
     fn evict_one(&mut self) {
-        let victim = self
-            .by_id
-            .iter()
-            .filter_map(|(id, e)| e.removed_at.map(|t| (*id, t)))
-            .min_by_key(|(_, t)| *t)
-            .map(|(id, _)| id)
-            .or_else(|| self.by_id.keys().next().copied());
-        if let Some(id) = victim {
-            self.by_id.remove(&id);
-            self.stats.evicted += 1;
+        while let Some((id, at)) = self.removed.pop_front() {
+            if self.remove_if(id, |e| e.removed_at == Some(at)) {
+                return;
+            }
+        }
+        while let Some(id) = self.inserted.pop_front() {
+            if self.remove_if(id, |_| true) {
+                return;
+            }
         }
     }
 

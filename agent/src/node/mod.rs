@@ -128,7 +128,7 @@ impl NodeModel {
                     parent: (r.ppid != 0).then(|| self.processes.key(r.ppid, r.parent_start_ns)),
                     uid: r.task.uid,
                     comm: Arc::from(event::comm(&r.task).as_ref()),
-                    cmdline: Arc::from(event::exec_args(r).collect::<Vec<_>>().join(" ")),
+                    cmdline: joined_args(r),
                     cgroup_id: r.task.cgroup_id,
                     origin: Origin::Observed,
                     exited_at: None,
@@ -255,4 +255,16 @@ impl NodeModel {
         }
         report
     }
+}
+
+/// The exec record's arguments joined by spaces, built in one buffer.
+fn joined_args(r: &sonde_common::record::ExecRecord) -> Arc<str> {
+    let mut line = String::with_capacity(r.args_len as usize);
+    for (i, arg) in event::exec_args(r).enumerate() {
+        if i > 0 {
+            line.push(' ');
+        }
+        line.push_str(&arg);
+    }
+    Arc::from(line)
 }

@@ -3,10 +3,11 @@
 //!
 //! Exited processes stay for a grace period (late events and parent lookups), then go. The table
 //! is bounded: past `max_entries` the oldest exited entries go first, then the oldest of all;
-//! each eviction is counted.
+//! each eviction is counted. Both orders are kept in queues (validated lazily when popped), so
+//! expiry and eviction cost O(1) amortised per process even when the table is full.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -67,6 +68,10 @@ pub struct ProcessTable {
     by_key: HashMap<ProcKey, ProcessInfo>,
     /// The live process behind each pid, for parent lookups by pid.
     by_pid: HashMap<u32, ProcKey>,
+    /// Exited processes in exit order (entries whose process is gone are skipped when popped).
+    exited: VecDeque<(ProcKey, Instant)>,
+    /// Every process in insertion order, for eviction when nothing has exited (lazily pruned).
+    inserted: VecDeque<ProcKey>,
     max_entries: usize,
     ns_per_tick: u64,
     evicted: u64,
@@ -89,6 +94,8 @@ impl ProcessTable {
         Self {
             by_key: HashMap::new(),
             by_pid: HashMap::new(),
+            exited: VecDeque::new(),
+            inserted: VecDeque::new(),
             max_entries: max_entries.max(1),
             ns_per_tick: 1_000_000_000 / ticks_per_second(),
             evicted: 0,
@@ -156,12 +163,13 @@ impl ProcessTable {
     pub fn exited(&mut self, key: ProcKey, fallback: impl FnOnce() -> ProcessInfo) {
         let now = Instant::now();
         if !self.by_key.contains_key(&key) {
-            let mut info = fallback();
-            info.exited_at = Some(now);
-            self.insert(info);
+            self.insert(fallback());
         }
-        if let Some(info) = self.by_key.get_mut(&key) {
-            info.exited_at.get_or_insert(now);
+        if let Some(info) = self.by_key.get_mut(&key)
+            && info.exited_at.is_none()
+        {
+            info.exited_at = Some(now);
+            self.exited.push_back((key, now));
         }
         if self.by_pid.get(&key.pid) == Some(&key) {
             self.by_pid.remove(&key.pid);
@@ -170,10 +178,13 @@ impl ProcessTable {
 
     /// Drops exited processes past their grace period.
     pub fn expire(&mut self) {
-        let before = self.by_key.len();
-        self.by_key
-            .retain(|_, p| p.exited_at.is_none_or(|t| t.elapsed() < EXITED_GRACE));
-        self.evicted += (before - self.by_key.len()) as u64;
+        while let Some(&(key, at)) = self.exited.front() {
+            if at.elapsed() < EXITED_GRACE {
+                break;
+            }
+            self.exited.pop_front();
+            self.remove_if(key, |p| p.exited_at == Some(at));
+        }
     }
 
     fn insert(&mut self, info: ProcessInfo) {
@@ -185,30 +196,41 @@ impl ProcessTable {
         }
         if info.exited_at.is_none() {
             self.by_pid.insert(info.key.pid, info.key);
+        } else if let Some(at) = info.exited_at {
+            self.exited.push_back((info.key, at));
+        }
+        self.inserted.push_back(info.key);
+        if self.inserted.len() > 2 * self.by_key.len() + 1024 {
+            let by_key = &self.by_key;
+            self.inserted.retain(|k| by_key.contains_key(k));
         }
         self.by_key.insert(info.key, info);
     }
 
+    /// Removes `key` if it is still there and `check` holds; counts the eviction.
+    fn remove_if(&mut self, key: ProcKey, check: impl Fn(&ProcessInfo) -> bool) -> bool {
+        if !self.by_key.get(&key).is_some_and(check) {
+            return false;
+        }
+        self.by_key.remove(&key);
+        if self.by_pid.get(&key.pid) == Some(&key) {
+            self.by_pid.remove(&key.pid);
+        }
+        self.evicted += 1;
+        true
+    }
+
     /// The oldest exited process, else the oldest process.
     fn evict_one(&mut self) {
-        let victim = self
-            .by_key
-            .values()
-            .filter_map(|p| p.exited_at.map(|t| (p.key, t)))
-            .min_by_key(|(_, t)| *t)
-            .map(|(k, _)| k)
-            .or_else(|| {
-                self.by_key
-                    .values()
-                    .min_by_key(|p| p.start_ns)
-                    .map(|p| p.key)
-            });
-        if let Some(key) = victim {
-            self.by_key.remove(&key);
-            if self.by_pid.get(&key.pid) == Some(&key) {
-                self.by_pid.remove(&key.pid);
+        while let Some((key, at)) = self.exited.pop_front() {
+            if self.remove_if(key, |p| p.exited_at == Some(at)) {
+                return;
             }
-            self.evicted += 1;
+        }
+        while let Some(key) = self.inserted.pop_front() {
+            if self.remove_if(key, |_| true) {
+                return;
+            }
         }
     }
 

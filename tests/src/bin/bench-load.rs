@@ -4,6 +4,8 @@
 //! ```text
 //! bench-load tcp <seconds>   # loopback connect / send 64 B / recv 64 B / close, one conn per op
 //! bench-load exec <seconds>  # fork + exec /bin/true + wait, one process per op
+//! bench-load hold <procs> <conns>  # keeps <procs> sleeping processes and <conns> open
+//!                                  # loopback connections until stdin closes; prints "ready"
 //! ```
 //!
 //! The TCP load runs in a network namespace of its own (created here, gone when it exits), so
@@ -145,8 +147,63 @@ fn exec(seconds: f64) -> Result<f64, String> {
     Ok(ops as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Holds `procs` child processes and `conns` established loopback connections (both ends in
+/// this process) until stdin reaches EOF: the start-up state the bootstrap benchmark scans.
+fn hold(procs: usize, conns: usize) -> Result<(), String> {
+    let want = (2 * conns + 64) as u64;
+    let limit = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: want,
+    };
+    // SAFETY: setrlimit with a valid struct; failure is reported below by accept/connect.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    let mut children = Vec::with_capacity(procs);
+    let result = (|| {
+        for _ in 0..procs {
+            let child = Command::new("sleep")
+                .arg("3600")
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("spawn sleep: {e}"))?;
+            children.push(child);
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let mut sockets = Vec::with_capacity(2 * conns);
+        for _ in 0..conns {
+            sockets.push(TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?);
+            sockets.push(listener.accept().map_err(|e| format!("accept: {e}"))?.0);
+        }
+        println!("ready");
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        drop(sockets);
+        Ok(())
+    })();
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("hold") {
+        let count = |i: usize| args.get(i).and_then(|s| s.parse::<usize>().ok());
+        let (Some(procs), Some(conns)) = (count(1), count(2)) else {
+            eprintln!("usage: bench-load hold <procs> <conns>");
+            return ExitCode::from(2);
+        };
+        return match hold(procs, conns) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench-load: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let seconds: f64 = match args.get(1).and_then(|s| s.parse().ok()) {
         Some(s) => s,
         None => {
