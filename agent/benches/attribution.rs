@@ -6,8 +6,9 @@
 use std::time::Instant;
 
 use sonde::{
-    enrich,
+    enrich::{self, KubeJoin},
     event::{ConnEvent, ConnPhase, Event},
+    kube,
     node::{NodeModel, NodeOptions},
 };
 use sonde_common::record::{
@@ -18,6 +19,31 @@ use sonde_common::record::{
 const CONTAINERS: u64 = 1_000;
 const BATCH: usize = 10_000;
 const BATCHES: usize = 50;
+/// Pods the kubelet knows (their containers are the first `PODS` cgroups).
+const PODS: u64 = 500;
+
+/// A pod store holding `n` pods, parsed from a kubelet-shaped pod list like the real one.
+fn kube_with_pods(n: u64) -> KubeJoin {
+    let items: Vec<String> = (0..n)
+        .map(|c| {
+            format!(
+                r#"{{"metadata":{{"name":"web-7d764666f9-{c:05}","namespace":"ns-{ns}","uid":"{c:08}-0000-0000-0000-000000000000","labels":{{"app":"web","pod-template-hash":"7d764666f9"}},"ownerReferences":[{{"kind":"ReplicaSet","name":"web-7d764666f9","controller":true}}]}},"spec":{{"nodeName":"n1","containers":[{{"name":"web","image":"registry.example/web:1.{c}"}}]}},"status":{{"phase":"Running","podIP":"10.1.{a}.{b}","containerStatuses":[{{"name":"web","containerID":"containerd://{c:064x}","image":"registry.example/web:1.{c}","imageID":"","state":{{"running":{{}}}}}}]}}}}"#,
+                ns = c % 20,
+                a = c / 250,
+                b = c % 250
+            )
+        })
+        .collect();
+    let list = format!(r#"{{"kind":"PodList","items":[{}]}}"#, items.join(","));
+    let parsed = kube::parse_pod_list(list.as_bytes()).expect("generated pod list parses");
+    assert_eq!(parsed.pods.len() as u64, n, "every generated pod parses");
+    let store = kube::PodStore::new();
+    store.replace(kube::PodSource::Kubelet, parsed.pods);
+    KubeJoin {
+        pods: std::sync::Arc::new(store),
+        kubelet: None,
+    }
+}
 
 fn task(i: u64) -> TaskIdentity {
     TaskIdentity {
@@ -50,6 +76,13 @@ fn main() {
             ),
         );
     }
+    let kube = kube_with_pods(PODS);
+    assert!(
+        kube.attribute_cgroup(&mut node, 1_000_000 + 7)
+            .pod
+            .is_some(),
+        "the generated pods join their containers' cgroups"
+    );
     // SAFETY: all-zero is a valid value of these plain-data records.
     let mut exec: ExecRecord = unsafe { std::mem::zeroed() };
     let mut exit: ExitRecord = unsafe { std::mem::zeroed() };
@@ -82,6 +115,13 @@ fn main() {
     measure("lookup (cgroup id -> identity)", &mut |i, node| {
         std::hint::black_box(node.cgroup(1_000_000 + i % CONTAINERS));
     });
+    // The join: cgroup id -> identity -> pod, namespace, container, image, owner.
+    measure(
+        "join (cgroup id -> identity + pod metadata)",
+        &mut |i, node| {
+            std::hint::black_box(kube.attribute_cgroup(node, 1_000_000 + i % PODS));
+        },
+    );
     measure("tcp close (apply + attribute)", &mut |i, node| {
         conn.header = header(RecordKind::ConnClose, i);
         conn.owner = task(i);
@@ -89,7 +129,7 @@ fn main() {
             phase: ConnPhase::Close,
             record: &conn,
         });
-        std::hint::black_box(enrich::attribute(node, &ev));
+        std::hint::black_box(enrich::attribute(node, &kube, &ev));
     });
     // A process lifecycle as the kernel reports it: fork, exec, connection close, exit, over a
     // working set of live processes (the table stays at its steady-state size).
@@ -105,12 +145,12 @@ fn main() {
                     fork.child_pid = child.pid;
                     fork.child_start_ns = child.start_ns;
                     fork.child_cgroup_id = child.cgroup_id;
-                    std::hint::black_box(enrich::attribute(node, &Event::Fork(&fork)));
+                    std::hint::black_box(enrich::attribute(node, &kube, &Event::Fork(&fork)));
                 }
                 1 => {
                     exec.header = header(RecordKind::Exec, i);
                     exec.task = child;
-                    std::hint::black_box(enrich::attribute(node, &Event::Exec(&exec)));
+                    std::hint::black_box(enrich::attribute(node, &kube, &Event::Exec(&exec)));
                 }
                 2 => {
                     conn.header = header(RecordKind::ConnClose, i);
@@ -119,12 +159,12 @@ fn main() {
                         phase: ConnPhase::Close,
                         record: &conn,
                     });
-                    std::hint::black_box(enrich::attribute(node, &ev));
+                    std::hint::black_box(enrich::attribute(node, &kube, &ev));
                 }
                 _ => {
                     exit.header = header(RecordKind::Exit, i);
                     exit.task = child;
-                    std::hint::black_box(enrich::attribute(node, &Event::Exit(&exit)));
+                    std::hint::black_box(enrich::attribute(node, &kube, &Event::Exit(&exit)));
                 }
             }
         },

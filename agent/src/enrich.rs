@@ -1,12 +1,19 @@
-//! The join: an event plus what the node model knows → an attributed record. Every event says
-//! which cgroup it came from and what that cgroup is (container runtime and id, pod UID and QoS
-//! class, or systemd unit and slice); connections whose owner the kernel did not know (they
-//! predate Sonde) get it from the start-up scan. Kubernetes metadata joins here next.
+//! The join: an event plus what the node model and the Kubernetes metadata know → an
+//! attributed record.
+//!
+//! Every event says which cgroup it came from and what that cgroup is (container runtime and
+//! id, pod UID and QoS class, or systemd unit and slice); connections whose owner the kernel did
+//! not know (they predate Sonde) get it from the start-up scan. A container id the pod store
+//! knows adds the pod: namespace, name, container name, image and owning workload. A container
+//! of a pod (its cgroup is under kubepods) that the store does not know yet asks the kubelet
+//! source for a refresh (coalesced and rate-limited there), so metadata that arrives late — the
+//! bootstrap phase of a node — is picked up within a refresh interval of the first event.
 
 use std::sync::Arc;
 
 use crate::{
     event::{ConnPhase, Event},
+    kube::{ContainerRef, KubeletHandle, PodStore},
     node::{FoundConn, NodeModel, cgroup::CgroupInfo},
 };
 
@@ -15,8 +22,51 @@ use crate::{
 pub struct Attribution {
     /// The cgroup of the process (or socket) behind the event, when known.
     pub cgroup: Option<Arc<CgroupInfo>>,
+    /// The pod and container behind the cgroup's container id, when the metadata knows it.
+    pub pod: Option<ContainerRef>,
     /// For a connection found at start-up and now closing: its owner and id from the scan.
     pub found: Option<FoundConn>,
+}
+
+impl Attribution {
+    /// The container id the cgroup path names, if any.
+    pub fn container_id(&self) -> Option<&str> {
+        self.cgroup.as_ref()?.identity.container_id.as_deref()
+    }
+}
+
+/// The Kubernetes side of the join: the pod store, and the kubelet source to ask for a refresh
+/// when a pod's container is not known yet. Empty on a host without Kubernetes.
+#[derive(Clone, Default)]
+pub struct KubeJoin {
+    pub pods: Arc<PodStore>,
+    pub kubelet: Option<Arc<KubeletHandle>>,
+}
+
+impl KubeJoin {
+    /// The pod and container of a cgroup, when the metadata knows them.
+    pub fn pod_of(&self, cgroup: Option<&CgroupInfo>) -> Option<ContainerRef> {
+        let id = &cgroup?.identity;
+        let container_id = id.container_id.as_deref()?;
+        let found = self.pods.lookup_container(container_id);
+        if found.is_none()
+            && id.pod_uid.is_some()
+            && let Some(kubelet) = &self.kubelet
+        {
+            kubelet.request_refresh();
+        }
+        found
+    }
+
+    /// The attribution of a cgroup alone (processes and connections found at start-up).
+    pub fn attribute_cgroup(&self, node: &mut NodeModel, cgroup_id: u64) -> Attribution {
+        let cgroup = node.cgroup(cgroup_id);
+        Attribution {
+            pod: self.pod_of(cgroup.as_deref()),
+            cgroup,
+            found: None,
+        }
+    }
 }
 
 /// The cgroup id an event belongs to.
@@ -31,7 +81,7 @@ pub fn cgroup_id(ev: &Event) -> u64 {
 }
 
 /// Applies `ev` to the model and attributes it.
-pub fn attribute(node: &mut NodeModel, ev: &Event) -> Attribution {
+pub fn attribute(node: &mut NodeModel, kube: &KubeJoin, ev: &Event) -> Attribution {
     let found = match ev {
         // Closing a connection that existed at start-up: the scan knows its owner.
         Event::Conn(c) if c.phase != ConnPhase::Open && !c.seen_open() => {
@@ -40,12 +90,15 @@ pub fn attribute(node: &mut NodeModel, ev: &Event) -> Attribution {
         _ => None,
     };
     node.apply(ev);
+    if matches!(ev, Event::Cgroup { .. }) {
+        return Attribution::default();
+    }
     let mut id = cgroup_id(ev);
     if id == 0 {
         id = found.as_ref().map_or(0, |f| f.cgroup_id);
     }
     Attribution {
-        cgroup: node.cgroup(id),
         found,
+        ..kube.attribute_cgroup(node, id)
     }
 }

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use sonde::{
     capture::CaptureOptions,
     export::OutputFormat,
+    kube::{KubeletConfig, detect},
     logging::{self, LogFormat},
     node::{NodeOptions, hostfs::HostRoot},
     run::{RunOptions, run},
@@ -81,6 +82,58 @@ struct RunArgs {
     /// Write capture statistics (events, losses, probes) as JSON to this file when stopping.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    #[command(flatten)]
+    kubelet: KubeletArgs,
+}
+
+/// The kubelet pod source (`kubelet.*` keys).
+#[derive(Args)]
+struct KubeletArgs {
+    /// Fetch pod metadata from the kubelet: true, false; default: when this host looks like a
+    /// Kubernetes node (in a pod, NODE_NAME set, a service-account token, /var/lib/kubelet).
+    #[arg(long = "kubelet-enabled", env = "SONDE_KUBELET_ENABLED")]
+    enabled: Option<bool>,
+    /// Kubelet base URL (default https://$NODE_IP:10250, else https://<node name>:10250).
+    #[arg(long = "kubelet-url", env = "SONDE_KUBELET_URL")]
+    url: Option<String>,
+    /// Bearer token file (default: the service-account token).
+    #[arg(long = "kubelet-token-file", env = "SONDE_KUBELET_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// CA bundle that signed the kubelet's certificate (default: the service-account ca.crt).
+    #[arg(long = "kubelet-ca-file", env = "SONDE_KUBELET_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Verify the kubelet's certificate (false is logged as a warning).
+    #[arg(long = "kubelet-tls-verify", env = "SONDE_KUBELET_TLS_VERIFY")]
+    tls_verify: Option<bool>,
+}
+
+impl KubeletArgs {
+    /// The kubelet configuration, or `None` when the source is off.
+    fn resolve(self, host: &HostRoot) -> Option<KubeletConfig> {
+        let mut config = KubeletConfig::default();
+        config.enabled = self.enabled;
+        config.url = self.url.or(config.url);
+        config.token_file = self.token_file.or(config.token_file);
+        config.ca_file = self.ca_file.or(config.ca_file);
+        config.tls_verify = self.tls_verify.unwrap_or(config.tls_verify);
+        let enabled = match config.enabled {
+            Some(on) => on,
+            None if config.url.is_some() => true,
+            None => match detect::kubernetes_node(host, config.token_file.as_deref()) {
+                Some(reason) => {
+                    tracing::info!(%reason, "Kubernetes node detected: kubelet metadata on");
+                    true
+                }
+                None => {
+                    tracing::info!(
+                        "no Kubernetes detected: running without pod metadata (kubelet.enabled)"
+                    );
+                    false
+                }
+            },
+        };
+        enabled.then_some(config)
+    }
 }
 
 fn parse_ring_size(text: &str) -> Result<u32, String> {
@@ -111,6 +164,8 @@ fn run_command(args: RunArgs) -> ExitCode {
     } else {
         OutputFormat::Json
     });
+    let host = HostRoot::new(args.host_root);
+    let kubelet = args.kubelet.resolve(&host);
     let opts = RunOptions {
         capture: CaptureOptions {
             ring_buffer_bytes: args.ring_buffer_size,
@@ -121,13 +176,14 @@ fn run_command(args: RunArgs) -> ExitCode {
             disabled_probes: args.disabled_probes,
         },
         node: NodeOptions {
-            host: HostRoot::new(args.host_root),
+            host,
             ..NodeOptions::default()
         },
         output,
         summary: args.summary.then(|| std::io::stdout().is_terminal()),
         duration: args.duration,
         stats_file: args.stats_file,
+        kubelet,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -15,8 +15,9 @@ use crate::{
         Capture, CaptureError, CaptureOptions, CounterValues, KernelCounters, ProbeStatus,
         RecordSink, decode::decode,
     },
-    enrich,
+    enrich::{self, KubeJoin},
     export::{Context, OutputFormat, summary::Summary, writer::OutputWriter},
+    kube::{KubeletConfig, KubeletSyncState, PodStore, spawn_kubelet_source},
     node::{self, Bootstrap, NodeModel, NodeOptions, cgroup::CgroupError},
 };
 
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub summary: Option<bool>,
     pub duration: Option<Duration>,
     pub stats_file: Option<PathBuf>,
+    /// The kubelet pod source; `None` runs without Kubernetes metadata.
+    pub kubelet: Option<KubeletConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +92,8 @@ pub struct RunStats {
     pub cgroups_evicted: u64,
     pub processes_known: usize,
     pub processes_evicted: u64,
+    /// The kubelet source's state at the end, when it ran.
+    pub kubelet: Option<KubeletSyncState>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -112,6 +117,7 @@ enum BootstrapState {
 struct Pipeline<'a> {
     ctx: Context,
     node: NodeModel,
+    kube: KubeJoin,
     bootstrap: BootstrapState,
     bootstrap_stats: Option<BootstrapStats>,
     summary: Option<(Summary, bool)>,
@@ -183,22 +189,22 @@ impl Pipeline<'_> {
             "start-up scan merged"
         );
         for p in &report.processes {
-            let cgroup = self.node.cgroup(p.cgroup_id);
+            let attr = self.kube.attribute_cgroup(&mut self.node, p.cgroup_id);
             *self.events.entry("process_found").or_default() += 1;
             if self.summary.is_none() {
                 self.ctx
-                    .write_process_found(self.format, &mut self.batch, p, cgroup.as_deref());
+                    .write_process_found(self.format, &mut self.batch, p, &attr);
                 self.batch_events += 1;
             }
         }
         for c in &report.conns {
-            let cgroup = self.node.cgroup(c.cgroup_id);
+            let attr = self.kube.attribute_cgroup(&mut self.node, c.cgroup_id);
             *self.events.entry("tcp_open").or_default() += 1;
             match &mut self.summary {
-                Some((summary, _)) => summary.found_conn(cgroup.as_deref()),
+                Some((summary, _)) => summary.found_conn(&attr),
                 None => {
                     self.ctx
-                        .write_conn_found(self.format, &mut self.batch, c, cgroup.as_deref());
+                        .write_conn_found(self.format, &mut self.batch, c, &attr);
                     self.batch_events += 1;
                 }
             }
@@ -222,7 +228,7 @@ impl RecordSink for Pipeline<'_> {
     fn record(&mut self, data: &[u8]) {
         match decode(data) {
             Ok(ev) => {
-                let attr = enrich::attribute(&mut self.node, &ev);
+                let attr = enrich::attribute(&mut self.node, &self.kube, &ev);
                 if matches!(ev, crate::event::Event::Cgroup { .. }) {
                     return;
                 }
@@ -295,6 +301,14 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
     tokio::task::spawn_blocking(move || {
         let _ = bootstrap_tx.send(node::scan(&host));
     });
+    let pods = std::sync::Arc::new(PodStore::new());
+    let kubelet = opts.kubelet.clone().map(|config| {
+        std::sync::Arc::new(spawn_kubelet_source(config, std::sync::Arc::clone(&pods)))
+    });
+    let kube = KubeJoin {
+        pods,
+        kubelet: kubelet.clone(),
+    };
     let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
     let Capture {
         reader, counters, ..
@@ -302,6 +316,7 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
     let mut pipeline = Pipeline {
         ctx: Context::new(),
         node,
+        kube,
         bootstrap: BootstrapState::Running(bootstrap_rx),
         bootstrap_stats: None,
         summary: opts.summary.map(|clear| (Summary::default(), clear)),
@@ -363,6 +378,7 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         cgroups_evicted: cgroup_stats.evicted,
         processes_known: process_stats.entries,
         processes_evicted: process_stats.evicted,
+        kubelet: kubelet.map(|k| k.state()),
     };
     if let Err(err) = output_result
         && err.kind() != std::io::ErrorKind::BrokenPipe

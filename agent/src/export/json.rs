@@ -13,9 +13,9 @@ use super::Context;
 use crate::{
     enrich::Attribution,
     event::{self, ConnPhase, Event, ExitStatus},
+    kube::workload::workload,
     node::{
         FoundConn,
-        cgroup::CgroupInfo,
         process::{self, ProcessInfo},
     },
 };
@@ -193,8 +193,10 @@ fn opt_str(o: &mut Obj<'_>, key: &str, value: Option<&str>) {
     }
 }
 
-/// Where the event came from: cgroup path and what it names (container, pod, host service).
-fn attribution_fields(o: &mut Obj<'_>, cgroup: Option<&CgroupInfo>) {
+/// Where the event came from: cgroup path and what it names (container, pod, host service),
+/// and the pod's metadata when known.
+fn attribution_fields(o: &mut Obj<'_>, attr: &Attribution) {
+    let cgroup = attr.cgroup.as_deref();
     let id = cgroup.map(|c| &c.identity);
     opt_str(o, "cgroup_path", cgroup.map(|c| c.path.as_ref()));
     opt_str(
@@ -215,6 +217,14 @@ fn attribution_fields(o: &mut Obj<'_>, cgroup: Option<&CgroupInfo>) {
         "systemd_slice",
         id.and_then(|i| i.systemd_slice.as_deref()),
     );
+    let pod = attr.pod.as_ref();
+    opt_str(o, "namespace", pod.map(|p| p.pod.namespace.as_str()));
+    opt_str(o, "pod", pod.map(|p| p.pod.name.as_str()));
+    opt_str(o, "container", pod.map(|p| p.container().name.as_str()));
+    opt_str(o, "image", pod.map(|p| p.container().image.as_str()));
+    let workload = pod.and_then(|p| workload(&p.pod));
+    opt_str(o, "workload_kind", workload.map(|w| w.0));
+    opt_str(o, "workload", workload.map(|w| w.1));
 }
 
 fn addr_fields(o: &mut Obj<'_>, local: SocketAddr, remote: SocketAddr) {
@@ -322,7 +332,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, attr: &Attribution, ctx: &mut 
         }
         Event::Cgroup { .. } => {}
     }
-    attribution_fields(&mut o, attr.cgroup.as_deref());
+    attribution_fields(&mut o, attr);
     o.end();
 }
 
@@ -330,7 +340,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, attr: &Attribution, ctx: &mut 
 pub fn write_process_found(
     out: &mut Vec<u8>,
     p: &ProcessInfo,
-    cgroup: Option<&CgroupInfo>,
+    attr: &Attribution,
     ctx: &mut Context,
 ) {
     let mut o = Obj::new(out);
@@ -345,17 +355,12 @@ pub fn write_process_found(
     );
     o.u64("cgroup_id", p.cgroup_id);
     o.str("cmdline", &p.cmdline);
-    attribution_fields(&mut o, cgroup);
+    attribution_fields(&mut o, attr);
     o.end();
 }
 
 /// A connection that was open when Sonde started (`tcp_open` with `found_at_start`).
-pub fn write_conn_found(
-    out: &mut Vec<u8>,
-    c: &FoundConn,
-    cgroup: Option<&CgroupInfo>,
-    ctx: &mut Context,
-) {
+pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, attr: &Attribution, ctx: &mut Context) {
     let mut o = Obj::new(out);
     o.str("type", "tcp_open");
     o.time("time", SystemTime::now(), &mut ctx.time_format);
@@ -371,7 +376,7 @@ pub fn write_conn_found(
     o.bool("found_at_start", true);
     o.null("connect_latency_ns");
     o.null("error");
-    attribution_fields(&mut o, cgroup);
+    attribution_fields(&mut o, attr);
     o.end();
 }
 

@@ -14,7 +14,7 @@ use crate::{
     clock::Clock,
     enrich::Attribution,
     event::Event,
-    node::{FoundConn, cgroup::CgroupInfo, process::ProcessInfo},
+    node::{FoundConn, process::ProcessInfo},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -57,11 +57,11 @@ impl Context {
         format: OutputFormat,
         out: &mut Vec<u8>,
         p: &ProcessInfo,
-        cgroup: Option<&CgroupInfo>,
+        attr: &Attribution,
     ) {
         match format {
-            OutputFormat::Text => text::write_process_found(out, p, cgroup),
-            OutputFormat::Json => json::write_process_found(out, p, cgroup, self),
+            OutputFormat::Text => text::write_process_found(out, p, attr),
+            OutputFormat::Json => json::write_process_found(out, p, attr, self),
         }
     }
 
@@ -70,11 +70,11 @@ impl Context {
         format: OutputFormat,
         out: &mut Vec<u8>,
         c: &FoundConn,
-        cgroup: Option<&CgroupInfo>,
+        attr: &Attribution,
     ) {
         match format {
-            OutputFormat::Text => text::write_conn_found(out, c, cgroup),
-            OutputFormat::Json => json::write_conn_found(out, c, cgroup, self),
+            OutputFormat::Text => text::write_conn_found(out, c, attr),
+            OutputFormat::Json => json::write_conn_found(out, c, attr, self),
         }
     }
 

@@ -53,9 +53,15 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn row(&mut self, cgroup: Option<&CgroupInfo>) -> &mut Row {
+    fn row(&mut self, attr: &Attribution) -> &mut Row {
+        let cgroup = attr.cgroup.as_deref();
         let row = self.rows.entry(workload_label(cgroup)).or_default();
-        if row.pod.is_none() {
+        // The pod's name once the metadata knows it (it may arrive late), else its uid.
+        if let Some(p) = &attr.pod {
+            if row.pod.as_deref().is_none_or(|known| !known.contains('/')) {
+                row.pod = Some(format!("{}/{}", p.pod.namespace, p.pod.name));
+            }
+        } else if row.pod.is_none() {
             row.pod = cgroup.and_then(|c| c.identity.pod_uid.clone());
         }
         row.last_activity = Some(SystemTime::now());
@@ -64,11 +70,10 @@ impl Summary {
 
     /// Counts an attributed event.
     pub fn record(&mut self, ev: &Event, attr: &Attribution) {
-        let cgroup = attr.cgroup.as_deref();
         match ev {
-            Event::Exec(_) => self.row(cgroup).execs += 1,
+            Event::Exec(_) => self.row(attr).execs += 1,
             Event::Conn(c) => {
-                let row = self.row(cgroup);
+                let row = self.row(attr);
                 match c.phase {
                     ConnPhase::Open => {
                         row.conns_open += 1;
@@ -87,8 +92,8 @@ impl Summary {
     }
 
     /// A connection open at start-up.
-    pub fn found_conn(&mut self, cgroup: Option<&CgroupInfo>) {
-        self.row(cgroup).conns_open += 1;
+    pub fn found_conn(&mut self, attr: &Attribution) {
+        self.row(attr).conns_open += 1;
     }
 
     /// Draws the table into `out` when a refresh is due; `clear` redraws in place (terminal).

@@ -15,20 +15,28 @@ use super::Context;
 use crate::{
     enrich::Attribution,
     event::{self, ConnPhase, Event, ExitStatus},
-    node::{FoundConn, cgroup::CgroupInfo, process::ProcessInfo},
+    node::{FoundConn, process::ProcessInfo},
 };
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// ` [containerd:1a2b3c4d5e6f pod=…]` or ` [kubelet.service]`: where the event came from.
-fn write_attribution(out: &mut Vec<u8>, cgroup: Option<&CgroupInfo>) {
-    let Some(cg) = cgroup else {
+/// ` [ns/pod/container]`, ` [containerd:1a2b3c4d5e6f pod=<uid>]` or ` [kubelet.service]`: where
+/// the event came from.
+fn write_attribution(out: &mut Vec<u8>, attr: &Attribution) {
+    let Some(cg) = attr.cgroup.as_deref() else {
         return;
     };
     let id = &cg.identity;
     let _ = match (&id.container_id, &id.systemd_unit) {
+        (Some(_), _) if let Some(p) = &attr.pod => write!(
+            out,
+            " [{}/{}/{}]",
+            p.pod.namespace,
+            p.pod.name,
+            p.container().name
+        ),
         (Some(ctr), _) => {
             let short = &ctr[..ctr.len().min(12)];
             let runtime = id.runtime.map_or("container", |r| r.as_str());
@@ -165,12 +173,12 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, attr: &Attribution, ctx: &Cont
             Ok(())
         }
     };
-    write_attribution(out, attr.cgroup.as_deref());
+    write_attribution(out, attr);
     out.push(b'\n');
 }
 
 /// A process running when Sonde started.
-pub fn write_process_found(out: &mut Vec<u8>, p: &ProcessInfo, cgroup: Option<&CgroupInfo>) {
+pub fn write_process_found(out: &mut Vec<u8>, p: &ProcessInfo, attr: &Attribution) {
     write_time(out, SystemTime::now());
     let _ = write!(
         out,
@@ -181,12 +189,12 @@ pub fn write_process_found(out: &mut Vec<u8>, p: &ProcessInfo, cgroup: Option<&C
         p.comm,
         p.cmdline
     );
-    write_attribution(out, cgroup);
+    write_attribution(out, attr);
     out.push(b'\n');
 }
 
 /// A connection open when Sonde started.
-pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, cgroup: Option<&CgroupInfo>) {
+pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, attr: &Attribution) {
     write_time(out, SystemTime::now());
     let _ = match &c.owner {
         Some(p) => write!(out, "OPEN    pid={} comm={} ", p.key.pid, p.comm),
@@ -203,6 +211,6 @@ pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, cgroup: Option<&Cgroup
         },
         c.remote
     );
-    write_attribution(out, cgroup);
+    write_attribution(out, attr);
     out.push(b'\n');
 }

@@ -42,6 +42,10 @@ pub const READ_ONLY_PORT: u16 = 10255;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KubeletConfig {
+    /// `kubelet.enabled`: fetch pod metadata from the kubelet. `null` (default) decides at
+    /// start: on when the host looks like a Kubernetes node ([`super::detect`]), off on a plain
+    /// host.
+    pub enabled: Option<bool>,
     /// `kubelet.url`: base URL of the kubelet; `/pods` is appended. `https://` without a port
     /// means 10250, `http://` means 10255. Default: `https://$NODE_IP:10250` (downward API
     /// `status.hostIP`), else `https://<node name>:10250`.
@@ -73,6 +77,7 @@ pub struct KubeletConfig {
 impl Default for KubeletConfig {
     fn default() -> Self {
         Self {
+            enabled: None,
             url: None,
             token_file: Some(PathBuf::from(DEFAULT_TOKEN_FILE)),
             ca_file: None,

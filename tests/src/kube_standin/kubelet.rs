@@ -97,7 +97,11 @@ fn lock(state: &Shared) -> MutexGuard<'_, State> {
 }
 
 pub struct KubeletStandin {
-    server: TestServer,
+    /// `None` while stopped ([`KubeletStandin::stop_serving`]): connections are refused.
+    server: Option<TestServer>,
+    addr: std::net::SocketAddr,
+    url: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: Shared,
     ca: TestCa,
     other_ca: TestCa,
@@ -127,9 +131,12 @@ impl KubeletStandin {
             let sans: Vec<&str> = options.sans.iter().map(String::as_str).collect();
             ca.issue_server_cert(&sans).server_config()
         });
-        let server = TestServer::start(tls, routes(Arc::clone(&state)));
+        let server = TestServer::start(tls.clone(), routes(Arc::clone(&state)));
         let standin = KubeletStandin {
-            server,
+            addr: server.addr(),
+            url: server.url(),
+            server: Some(server),
+            tls,
             state,
             ca,
             other_ca,
@@ -141,11 +148,27 @@ impl KubeletStandin {
 
     /// Base URL, e.g. `https://127.0.0.1:40123`.
     pub fn url(&self) -> String {
-        self.server.url()
+        self.url.clone()
+    }
+
+    /// Stops listening (like a kubelet that is not running yet): connections are refused.
+    pub fn stop_serving(&mut self) {
+        self.server = None;
+    }
+
+    /// Serves again on the same port, with the same certificate, tokens and pods.
+    pub fn resume_serving(&mut self) {
+        if self.server.is_none() {
+            self.server = Some(TestServer::start_at(
+                self.addr,
+                self.tls.clone(),
+                routes(Arc::clone(&self.state)),
+            ));
+        }
     }
 
     pub fn port(&self) -> u16 {
-        self.server.addr().port()
+        self.addr.port()
     }
 
     /// PEM file of the CA that signed the serving certificate.

@@ -170,7 +170,17 @@ pub struct TestServer {
 impl TestServer {
     /// Starts serving `router` on 127.0.0.1 (a free port), over TLS when `tls` is given.
     pub fn start(tls: Option<Arc<rustls::ServerConfig>>, router: Router) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::start_at("127.0.0.1:0".parse().expect("address"), tls, router)
+    }
+
+    /// Starts serving `router` on `bind` (e.g. the port of a server stopped earlier).
+    pub fn start_at(
+        bind: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        router: Router,
+    ) -> Self {
+        let listener =
+            std::net::TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let (stop_tx, stop_rx) = oneshot::channel();

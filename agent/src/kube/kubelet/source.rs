@@ -150,13 +150,12 @@ impl Refresher {
             tokio::select! {
                 _ = tokio::time::sleep_until(next_due) => {}
                 _ = refresh.notified() => {
-                    // While failing, the backoff decides; otherwise the rate limit.
-                    let earliest = if self.state.borrow().consecutive_failures > 0 {
-                        next_due
-                    } else {
-                        last_attempt.map_or_else(Instant::now, |t| t + min_gap)
-                    };
-                    tokio::time::sleep_until(earliest).await;
+                    // A container of a pod was seen that the store does not know: fetch now,
+                    // at most once per `min_refresh_interval`, even while failing — the kubelet
+                    // may just have come up (a node's bootstrap), and its pods' events are
+                    // waiting for their tags. Only timer-driven retries back off.
+                    let earliest = last_attempt.map_or_else(Instant::now, |t| t + min_gap);
+                    tokio::time::sleep_until(earliest.min(next_due)).await;
                 }
             }
             last_attempt = Some(Instant::now());

@@ -1,0 +1,220 @@
+//! The Kubernetes join, end to end: real runc containers started with the container ids and
+//! pod UIDs of the vendored kubelet payload, a test kubelet over real HTTPS serving that
+//! payload as it is, and the real agent — its events name the namespace, pod, container,
+//! image and owning workload; and when the kubelet only comes up after the agent (a node's
+//! bootstrap), the same containers' events carry the tags within 2 s of it answering.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sonde_tests::{
+    agent::Agent,
+    cgroup::remove_everywhere,
+    kube_standin::{KubeletStandin, payloads},
+    runc::{Bundle, unique_id},
+};
+
+/// A pod of the vendored payload, as the test needs it.
+struct FixturePod {
+    namespace: String,
+    name: String,
+    uid: String,
+    container: String,
+    container_id: String,
+    image: String,
+    qos: String,
+}
+
+fn fixture_pod(name: &str) -> FixturePod {
+    let list: Value = serde_json::from_slice(&payloads::fixture(payloads::TEMPLATE_FIXTURE))
+        .expect("fixture is JSON");
+    let items = list["items"].as_array().expect("items");
+    let pod = items
+        .iter()
+        .find(|p| p["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("pod {name} in the fixture"));
+    let status = &pod["status"]["containerStatuses"][0];
+    let id = status["containerID"].as_str().expect("containerID");
+    FixturePod {
+        namespace: pod["metadata"]["namespace"].as_str().expect("ns").into(),
+        name: name.into(),
+        uid: pod["metadata"]["uid"].as_str().expect("uid").into(),
+        container: status["name"].as_str().expect("name").into(),
+        container_id: id
+            .strip_prefix("containerd://")
+            .expect("containerd id")
+            .into(),
+        // The spec's image reference (what the pod asked for), as kubelet reports it.
+        image: pod["spec"]["containers"][0]["image"]
+            .as_str()
+            .expect("image")
+            .into(),
+        qos: pod["status"]["qosClass"].as_str().expect("qos").into(),
+    }
+}
+
+impl FixturePod {
+    /// The kubelet systemd-driver cgroup path of this container, under `top`.
+    fn cgroup_path(&self, top: &str) -> String {
+        let qos = self.qos.to_lowercase();
+        let uid = self.uid.replace('-', "_");
+        let pod_slice = if qos == "guaranteed" {
+            format!("kubepods-pod{uid}.slice")
+        } else {
+            format!("kubepods-{qos}.slice/kubepods-{qos}-pod{uid}.slice")
+        };
+        format!(
+            "/{top}/kubepods.slice/{pod_slice}/cri-containerd-{}.scope",
+            self.container_id
+        )
+    }
+}
+
+fn kubelet_flags(standin: &KubeletStandin) -> Vec<String> {
+    vec![
+        "--kubelet-url".into(),
+        standin.url(),
+        "--kubelet-ca-file".into(),
+        standin.ca_file().display().to_string(),
+        "--kubelet-token-file".into(),
+        standin.token_file().display().to_string(),
+    ]
+}
+
+fn execs_of<'a>(events: &'a [Value], container_id: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "process_exec" && e["container_id"] == container_id)
+        .collect()
+}
+
+#[test]
+fn container_events_carry_namespace_pod_container_image_and_workload() {
+    let standin = KubeletStandin::start();
+    let top = format!("sonde-test-{}", unique_id("kjoin"));
+    // A Deployment's pod, a CronJob's pod and a static control-plane pod (no apiserver here:
+    // it is known from the kubelet alone).
+    let cases = [
+        (
+            fixture_pod("coredns-7d764666f9-qdcxt"),
+            "Deployment",
+            "coredns",
+        ),
+        (
+            fixture_pod("e2e-cronjob-29707813-dhlr2"),
+            "CronJob",
+            "e2e-cronjob",
+        ),
+        (fixture_pod("etcd-datagen-1-35"), "", ""),
+    ];
+    let flags = kubelet_flags(&standin);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let agent = Agent::start(&flags);
+    for (pod, _, _) in &cases {
+        let bundle = Bundle::new(
+            &["/bin/sh", "-c", "/bin/true; /bin/true; exit 0"],
+            &pod.cgroup_path(&top),
+        );
+        assert!(bundle.run(&unique_id("kjoin")).success());
+    }
+    let events = agent.wait_for(Duration::from_secs(10), |ev| {
+        cases
+            .iter()
+            .all(|(p, _, _)| execs_of(ev, &p.container_id).len() >= 2)
+    });
+    let stopped = agent.stop();
+    for (pod, _, _) in &cases {
+        remove_everywhere(&pod.cgroup_path(&top), "");
+    }
+    stopped.assert_nothing_lost();
+
+    for (pod, kind, workload) in &cases {
+        let execs = execs_of(&events, &pod.container_id);
+        assert!(
+            execs.len() >= 2,
+            "{}: {} exec events from its container",
+            pod.name,
+            execs.len()
+        );
+        for e in execs {
+            assert_eq!(e["namespace"], pod.namespace.as_str(), "{e}");
+            assert_eq!(e["pod"], pod.name.as_str(), "{e}");
+            assert_eq!(e["pod_uid"], pod.uid.as_str(), "{e}");
+            assert_eq!(e["container"], pod.container.as_str(), "{e}");
+            assert_eq!(e["image"], pod.image.as_str(), "{e}");
+            if kind.is_empty() {
+                assert!(e["workload"].is_null(), "a static pod has no workload: {e}");
+            } else {
+                assert_eq!(e["workload_kind"], *kind, "{e}");
+                assert_eq!(e["workload"], *workload, "{e}");
+            }
+        }
+    }
+    assert_eq!(
+        stopped.stats["kubelet"]["consecutive_failures"], 0,
+        "{}",
+        stopped.stats
+    );
+}
+
+#[test]
+fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
+    let mut standin = KubeletStandin::start();
+    standin.stop_serving();
+    let top = format!("sonde-test-{}", unique_id("klate"));
+    let pod = fixture_pod("e2e-deployment-79967c5968-8bnn8");
+    let flags = kubelet_flags(&standin);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let agent = Agent::start(&flags);
+
+    // A container that keeps exec'ing, started while the kubelet is down.
+    let bundle = Bundle::new(
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do /bin/true; sleep 0.05; i=$((i+1)); done",
+        ],
+        &pod.cgroup_path(&top),
+    );
+    let running = bundle.spawn(&unique_id("klate"));
+    let untagged = agent.wait_for(Duration::from_secs(10), |ev| {
+        execs_of(ev, &pod.container_id).len() >= 5
+    });
+    let before = execs_of(&untagged, &pod.container_id);
+    assert!(before.len() >= 5, "the container's events are captured");
+    for e in &before {
+        assert!(e["pod"].is_null(), "no kubelet yet, no pod name: {e}");
+        assert_eq!(
+            e["pod_uid"],
+            pod.uid.as_str(),
+            "the cgroup path names the pod"
+        );
+    }
+    // Let the agent's retries back off, as they would during a long bootstrap.
+    std::thread::sleep(Duration::from_secs(4));
+
+    standin.resume_serving();
+    let up = Instant::now();
+    let tagged = |ev: &[Value]| {
+        execs_of(ev, &pod.container_id)
+            .iter()
+            .any(|e| e["pod"] == pod.name.as_str())
+    };
+    let events = agent.wait_for(Duration::from_secs(10), tagged);
+    let waited = up.elapsed();
+    drop(running);
+    let stopped = agent.stop();
+    remove_everywhere(&pod.cgroup_path(&top), "");
+    stopped.assert_nothing_lost();
+    assert!(tagged(&events), "the container's events never got pod tags");
+    assert!(
+        waited <= Duration::from_secs(2),
+        "pod tags arrived {waited:?} after the kubelet came up (want <= 2 s)"
+    );
+    let first = execs_of(&events, &pod.container_id)
+        .into_iter()
+        .find(|e| e["pod"] == pod.name.as_str())
+        .expect("tagged");
+    assert_eq!(first["namespace"], pod.namespace.as_str());
+    assert_eq!(first["workload"], "e2e-deployment");
+}
