@@ -89,6 +89,68 @@ fn processes_started_during_startup_appear_exactly_once() {
 }
 
 #[test]
+fn connections_opened_during_startup_appear_exactly_once() {
+    sonde_tests::require_root();
+    // Connections opened (and held) before, during and after the start-up scan: each must be
+    // reported open once — by the kernel, or by the scan if it predates the probes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(Mutex::new(Vec::new()));
+    // Accepts for the rest of the test process (detached), keeping the server ends open.
+    std::thread::spawn(move || {
+        let accepted: Vec<_> = listener.incoming().map_while(Result::ok).collect();
+        drop(accepted);
+    });
+    let connector = {
+        let (stop, held) = (Arc::clone(&stop), Arc::clone(&held));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                held.lock().expect("lock").push(s);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let agent = Agent::start(&[]);
+    agent.wait_for(Duration::from_secs(15), |ev| {
+        ev.iter().any(|e| e["type"] == "process_found")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    connector.join().expect("connector");
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = agent.stop();
+    let clients: Vec<u16> = held
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|s| s.local_addr().expect("local").port())
+        .collect();
+    drop(held);
+    stopped.assert_nothing_lost();
+
+    let (mut found, mut live) = (0, 0);
+    for cport in &clients {
+        let opens: Vec<&Value> = stopped
+            .events
+            .iter()
+            .filter(|e| {
+                e["type"] == "tcp_open" && e["local_port"] == *cport && e["remote_port"] == port
+            })
+            .collect();
+        assert_eq!(opens.len(), 1, "client port {cport}: {opens:#?}");
+        if opens[0]["found_at_start"] == true {
+            found += 1;
+        } else {
+            live += 1;
+        }
+    }
+    assert!(found > 0 && live > 0, "found {found}, live {live}");
+}
+
+#[test]
 fn in_its_own_pid_namespace_with_a_host_root_it_reports_host_pids() {
     sonde_tests::require_root();
     let dir = tempfile::tempdir().expect("tempdir");

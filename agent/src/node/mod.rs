@@ -14,7 +14,7 @@ pub mod procfs;
 pub mod sockets;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -25,6 +25,10 @@ use hostfs::HostRoot;
 use process::{Origin, ProcKey, ProcessInfo, ProcessTable};
 
 use crate::event::{self, Event};
+
+/// Connections remembered while the start-up scan runs (a bound for a connection storm during
+/// start-up; past it, a connection could be reported both by the kernel and by the scan).
+const MAX_SEEN_BEFORE_MERGE: usize = 200_000;
 
 /// How often exited processes and stale entries are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -67,6 +71,8 @@ pub struct BootstrapReport {
     pub duration: Duration,
     pub unreadable_processes: usize,
     pub socket_namespaces_failed: usize,
+    /// Connections the scan saw that the kernel had already reported (not reported again).
+    pub conns_already_reported: usize,
 }
 
 /// The raw result of the start-up scans, produced off the capture path.
@@ -100,6 +106,10 @@ pub struct NodeModel {
     pub processes: ProcessTable,
     /// Connections found at start-up, by 4-tuple, until they close.
     found_conns: HashMap<(SocketAddr, SocketAddr), FoundConn>,
+    /// Until the start-up scan is merged: the 4-tuples the kernel reported (open, close or
+    /// fail) since the probes were attached. The scan may see such a connection too; the
+    /// kernel's report wins and the scan's copy is dropped (merge by identity).
+    seen_before_merge: Option<HashSet<(SocketAddr, SocketAddr)>>,
     hz: u64,
     last_sweep: Instant,
 }
@@ -113,6 +123,7 @@ impl NodeModel {
             cgroups: CgroupIndex::new(root, opts.max_cgroups),
             processes: ProcessTable::new(opts.max_processes),
             found_conns: HashMap::new(),
+            seen_before_merge: Some(HashSet::new()),
             hz: process::ticks_per_second(),
             last_sweep: Instant::now(),
         })
@@ -165,7 +176,13 @@ impl NodeModel {
                     exited_at: None,
                 });
             }
-            Event::Conn(_) => {}
+            Event::Conn(c) => {
+                if let Some(seen) = &mut self.seen_before_merge
+                    && seen.len() < MAX_SEEN_BEFORE_MERGE
+                {
+                    seen.insert((c.local(), c.remote()));
+                }
+            }
             Event::Cgroup { record, removed } => {
                 if *removed {
                     self.cgroups.removed(record.id);
@@ -232,7 +249,12 @@ impl NodeModel {
                 report.processes.push(info);
             }
         }
+        let seen_by_kernel = self.seen_before_merge.take().unwrap_or_default();
         for c in &scan.sockets.conns {
+            if seen_by_kernel.contains(&(c.local, c.remote)) {
+                report.conns_already_reported += 1;
+                continue;
+            }
             let owner = scan
                 .procs
                 .socket_owner
