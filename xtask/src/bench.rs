@@ -5,8 +5,8 @@
 //! NDJSON to /dev/null) and with the libbpf-tools peer (`tcplife`, `execsnoop`, output to
 //! /dev/null), for several rounds. Reported: median throughput per configuration, the median of
 //! the per-round traced/untraced ratios, the events Sonde lost, Sonde's CPU time and peak RSS.
-//! Then the start-up bootstrap ([`crate::bench_bootstrap`]) and the in-process
-//! micro-benchmarks ([`crate::bench_micro`]).
+//! Then the start-up bootstrap ([`crate::bench_bootstrap`]), memory with Kubernetes metadata
+//! ([`crate::bench_metadata`]) and the in-process micro-benchmarks ([`crate::bench_micro`]).
 
 use std::{
     os::unix::net::UnixDatagram,
@@ -309,6 +309,9 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
     let result = (|| {
         if wanted("bootstrap") {
             crate::bench_bootstrap::run(&load_bin, &dir, rounds)?;
+        }
+        if wanted("metadata") {
+            crate::bench_metadata::run()?;
         }
         if wanted("micro") {
             crate::bench_micro::run()?;

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_bootstrap;
+mod bench_metadata;
 mod bench_micro;
 mod cmd;
 mod setup;
@@ -46,7 +47,8 @@ enum Command {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
-        /// Only this part: tcp, exec, bootstrap (start-up scan) or micro (in-process benches).
+        /// Only this part: tcp, exec, bootstrap (start-up scan), metadata (memory with
+        /// 500 pods) or micro (in-process benches).
         #[arg(long)]
         only: Option<String>,
     },
