@@ -16,7 +16,14 @@ use crate::{
         RecordSink, decode::decode,
     },
     enrich,
-    export::{Context, OutputFormat, summary::Summary, writer::OutputWriter},
+    export::{
+        Context, OutputFormat,
+        metrics::{
+            self, HealthSnapshot, Metrics, MetricsError, MetricsOptions, pipeline::PipelineMetrics,
+        },
+        summary::Summary,
+        writer::OutputWriter,
+    },
     node::{self, Bootstrap, NodeModel, NodeOptions, cgroup::CgroupError},
 };
 
@@ -37,6 +44,8 @@ pub struct RunOptions {
     pub summary: Option<bool>,
     pub duration: Option<Duration>,
     pub stats_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (`None`: no endpoint, no aggregation).
+    pub metrics: Option<MetricsOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +63,8 @@ pub enum RunError {
     },
     #[error("ring buffer reader failed: {0}")]
     Reader(std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 impl RunError {
@@ -62,6 +73,7 @@ impl RunError {
             RunError::Capture(e) => e.exit_code(),
             RunError::Node(_) => 69,
             RunError::Stats { .. } => 73,
+            RunError::Metrics(_) => 78,
             _ => 1,
         }
     }
@@ -124,6 +136,7 @@ struct Pipeline<'a> {
     decode_errors: u64,
     last_check: Instant,
     last_lost: u64,
+    metrics: Option<PipelineMetrics>,
 }
 
 impl Pipeline<'_> {
@@ -194,6 +207,10 @@ impl Pipeline<'_> {
         for c in &report.conns {
             let cgroup = self.node.cgroup(c.cgroup_id);
             *self.events.entry("tcp_open").or_default() += 1;
+            if let Some(m) = &mut self.metrics {
+                m.acc
+                    .found_conn(cgroup.as_ref(), c.direction, c.remote.ip());
+            }
             match &mut self.summary {
                 Some((summary, _)) => summary.found_conn(cgroup.as_deref()),
                 None => {
@@ -218,6 +235,28 @@ impl Pipeline<'_> {
     }
 }
 
+impl Pipeline<'_> {
+    /// The batch's counts every drain; the agent's health about once a second.
+    fn publish_metrics(&mut self) {
+        let Some(m) = &mut self.metrics else {
+            return;
+        };
+        let (events, decode_errors) = (&self.events, self.decode_errors);
+        let (counters, writer, node) = (self.counters, &self.writer, &self.node);
+        m.end_batch(|h| {
+            h.events.clone_from(events);
+            h.decode_errors = decode_errors;
+            h.output_dropped = writer.dropped_events;
+            h.set_kernel(&counters.read());
+            let (cgroups, processes) = (node.cgroups.stats(), node.processes.stats());
+            h.cgroups_known = cgroups.entries;
+            h.cgroups_evicted = cgroups.evicted;
+            h.processes_known = processes.entries;
+            h.processes_evicted = processes.evicted;
+        });
+    }
+}
+
 impl RecordSink for Pipeline<'_> {
     fn record(&mut self, data: &[u8]) {
         match decode(data) {
@@ -227,6 +266,9 @@ impl RecordSink for Pipeline<'_> {
                     return;
                 }
                 *self.events.entry(ev.type_name()).or_default() += 1;
+                if let Some(m) = &mut self.metrics {
+                    m.acc.record(&ev, &attr);
+                }
                 match &mut self.summary {
                     Some((summary, _)) => summary.record(&ev, &attr),
                     None => {
@@ -254,6 +296,7 @@ impl RecordSink for Pipeline<'_> {
         }
         self.flush();
         self.check_losses();
+        self.publish_metrics();
     }
 }
 
@@ -285,6 +328,11 @@ fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
 
 /// Runs the agent until stopped; `dest` receives the event stream.
 pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunStats, RunError> {
+    // Bound first: a bad address fails before anything is loaded into the kernel.
+    let listener = match &opts.metrics {
+        Some(m) => Some((metrics::http::bind(m.listen).await?, Metrics::new(m))),
+        None => None,
+    };
     let mut capture = Capture::start(&opts.capture)?;
     // Probes are attached: now look at what already exists (rule 5). The cgroup index is quick
     // and needed to attribute the first records; processes and sockets are scanned off the
@@ -296,6 +344,24 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         let _ = bootstrap_tx.send(node::scan(&host));
     });
     let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
+    // Kubernetes names join here: `.with_label_source(Arc::new(PodStoreLabels(store)))`, a remote
+    // resolver, and `metrics.health.set_kubelet(handle.subscribe())`.
+    let (pipeline_metrics, server) = match listener {
+        Some((listener, metrics)) => {
+            let mut base = HealthSnapshot {
+                ring_buffer_bytes: u64::from(opts.capture.ring_buffer_bytes),
+                ..HealthSnapshot::default()
+            };
+            base.set_probes(&capture.probes);
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving Prometheus metrics at http://{addr}/metrics");
+            }
+            let server =
+                metrics::http::spawn(listener, std::sync::Arc::new(metrics.prometheus_registry()));
+            (Some(PipelineMetrics::new(&metrics, base)), Some(server))
+        }
+        None => (None, None),
+    };
     let Capture {
         reader, counters, ..
     } = &mut capture;
@@ -314,6 +380,7 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         decode_errors: 0,
         last_check: Instant::now(),
         last_lost: 0,
+        metrics: pipeline_metrics,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -334,6 +401,9 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
     tracing::info!("capture running");
 
     let read = reader.run(&mut pipeline, stop_rx).await;
+    if let Some(server) = server {
+        server.abort();
+    }
     read.map_err(RunError::Reader)?;
 
     let Pipeline {
