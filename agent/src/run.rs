@@ -300,8 +300,23 @@ impl RecordSink for Pipeline<'_> {
     }
 }
 
+/// Resolves when `signal` fires; never, if its handler could not be installed.
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// Waits for SIGINT, SIGTERM, or the end of `duration`, then tells the reader to stop.
+/// The handlers are installed before this returns (so before READY=1): a signal sent right
+/// after readiness stops the agent cleanly instead of killing it.
 fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).ok();
+    let mut sigint = signal(SignalKind::interrupt()).ok();
     tokio::spawn(async move {
         let sleep = async {
             match duration {
@@ -309,18 +324,10 @@ fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
                 None => std::future::pending::<()>().await,
             }
         };
-        let sigterm = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
             _ = sleep => tracing::info!("duration reached, stopping"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
-            _ = sigterm => tracing::info!("terminated, stopping"),
+            _ = received(sigint.as_mut()) => tracing::info!("interrupted, stopping"),
+            _ = received(sigterm.as_mut()) => tracing::info!("terminated, stopping"),
         }
         let _ = stop.send(true);
     });

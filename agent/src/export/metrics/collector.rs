@@ -77,6 +77,10 @@ struct Resolved<'a> {
 
 /// One connection-level counter family: name, help, value.
 type ConnValue = fn(&ConnCounts) -> u64;
+/// A workload-level counter family: name, help, value.
+type ProcFamily = (&'static str, &'static str, fn(&WorkloadSeries) -> u64);
+/// A connection-level histogram family: name, help, histogram.
+type HistogramFamily = (&'static str, &'static str, fn(&ConnCounts) -> &Histogram);
 
 const CONN_COUNTERS: [(&str, &str, ConnValue); 5] = [
     (
@@ -124,7 +128,7 @@ impl SondeCollector {
             })
             .collect();
 
-        let procs: [(&str, &str, fn(&WorkloadSeries) -> u64); 2] = [
+        let procs: [ProcFamily; 2] = [
             (
                 "sonde_process_starts",
                 "Programs started (execve) in the workload",
@@ -187,7 +191,7 @@ impl SondeCollector {
                 counter(&mut m, &Labels(&r.labels, &extra), *n)?;
             }
         }
-        let histograms: [(&str, &str, fn(&ConnCounts) -> &Histogram); 2] = [
+        let histograms: [HistogramFamily; 2] = [
             (
                 "sonde_tcp_connect_duration_seconds",
                 "Handshake time: SYN to established (outbound), first SYN received to \
@@ -261,15 +265,15 @@ impl SondeCollector {
 
         let mut m = encoder.encode_descriptor(
             "sonde_probes",
-            "eBPF programs by state (1 for the program's current state)",
+            "Hooks of each eBPF program, by state (attached, disabled, unavailable, failed)",
             None,
             MetricType::Gauge,
         )?;
-        for (program, state) in &h.probes {
+        for (program, state, n) in &h.probes {
             gauge(
                 &mut m,
                 &Labels(&[("program", program), ("state", state)], &[]),
-                1i64,
+                i64::from(*n),
             )?;
         }
 

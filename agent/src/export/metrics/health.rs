@@ -43,8 +43,9 @@ pub struct HealthSnapshot {
     pub output_dropped: u64,
     /// Every named kernel counter, zero or not.
     pub kernel: Vec<KernelCounter>,
-    /// `(program, state)`: `attached`, `disabled`, `unavailable` or `failed`.
-    pub probes: Vec<(&'static str, &'static str)>,
+    /// `(program, state, hooks)`: how many of the program's hooks are `attached`, `disabled`,
+    /// `unavailable` or `failed` (a program may have several hooks, e.g. accept and accept4).
+    pub probes: Vec<(&'static str, &'static str, u32)>,
     pub ring_buffer_bytes: u64,
     pub processes_known: usize,
     pub processes_evicted: u64,
@@ -69,18 +70,23 @@ impl HealthSnapshot {
     }
 
     pub fn set_probes(&mut self, probes: &[ProbeStatus]) {
-        self.probes = probes
-            .iter()
-            .map(|p| {
-                let state = match p.state {
-                    ProbeState::Attached => "attached",
-                    ProbeState::Disabled => "disabled",
-                    ProbeState::Unavailable(_) => "unavailable",
-                    ProbeState::Failed(_) => "failed",
-                };
-                (p.program, state)
-            })
-            .collect();
+        self.probes.clear();
+        for p in probes {
+            let state = match p.state {
+                ProbeState::Attached => "attached",
+                ProbeState::Disabled => "disabled",
+                ProbeState::Unavailable(_) => "unavailable",
+                ProbeState::Failed(_) => "failed",
+            };
+            match self
+                .probes
+                .iter_mut()
+                .find(|(prog, st, _)| *prog == p.program && *st == state)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => self.probes.push((p.program, state, 1)),
+            }
+        }
     }
 }
 

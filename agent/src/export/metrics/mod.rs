@@ -226,9 +226,7 @@ mod tests {
         assert!(text.contains(&format!(
             "sonde_tcp_connect_duration_seconds_bucket{{{conn},le=\"0.0005\"}} 2\n"
         )));
-        assert!(text.contains(&format!(
-            "sonde_tcp_rtt_seconds_count{{{conn}}} 2\n"
-        )));
+        assert!(text.contains(&format!("sonde_tcp_rtt_seconds_count{{{conn}}} 2\n")));
         assert!(text.contains(&format!("sonde_process_starts_total{{{labels}}} 1\n")));
         for (class, n) in [("ok", 1), ("error", 0), ("signal", 1)] {
             assert!(text.contains(&format!(
@@ -257,7 +255,10 @@ mod tests {
         let _: &PodMeta = &pod;
         store.replace(PodSource::Kubelet, vec![pod]);
         let text = metrics.encode().expect("encodes");
-        assert!(!text.contains("pod=\"\""), "no series stays unlabelled:\n{text}");
+        assert!(
+            !text.contains("pod=\"\""),
+            "no series stays unlabelled:\n{text}"
+        );
         assert!(text.contains("namespace=\"shop\",pod=\"web-1\",container=\"nginx\""));
     }
 
@@ -287,7 +288,10 @@ mod tests {
         record_sample(&mut acc, &container());
         acc.publish();
         let text = metrics.encode().expect("encodes");
-        assert!(text.contains("sonde_metrics_series_refused_total 1\n"), "{text}");
+        assert!(
+            text.contains("sonde_metrics_series_refused_total 1\n"),
+            "{text}"
+        );
         assert!(text.contains("sonde_metrics_series 1\n"));
     }
 }
