@@ -5,6 +5,8 @@
 //! NDJSON to /dev/null) and with the libbpf-tools peer (`tcplife`, `execsnoop`, output to
 //! /dev/null), for several rounds. Reported: median throughput per configuration, the median of
 //! the per-round traced/untraced ratios, the events Sonde lost, Sonde's CPU time and peak RSS.
+//! Then the /metrics scrape benchmark (`agent/benches/metrics_scrape.rs`): time per scrape and
+//! extra RSS with 1,000 containers' series.
 
 use std::{
     os::unix::net::UnixDatagram,
@@ -140,6 +142,9 @@ fn start_sonde(dir: &Path) -> Result<Running> {
             "json",
             "--log-level",
             "warn",
+            // Metrics on (the default), on a free port so a running agent does not collide.
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--stats-file",
         ])
         .arg(&stats)
@@ -296,5 +301,12 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+    if only.is_none_or(|o| o == "metrics") {
+        println!("/metrics scrape with 1,000 containers' series (agent/benches/metrics_scrape.rs)");
+        status(
+            cargo()?.args(["bench", "-p", "sonde", "--bench", "metrics_scrape"]),
+            "the /metrics scrape benchmark",
+        )?;
+    }
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::{
 use super::{
     labels::{RemoteLabeler, WorkloadIdentity},
     registry::{ConnKey, WorkloadRegistry},
-    series::{ConnCounts, Direction, ProcCounts},
+    series::{CONNECT_BUCKETS, ConnCounts, Direction, ProcCounts, RTT_BUCKETS},
 };
 use crate::{
     enrich::Attribution,
@@ -95,7 +95,7 @@ impl Accumulator {
                     ConnPhase::Open => {
                         counts.opened += 1;
                         if let Some(ns) = c.connect_latency_ns() {
-                            counts.connect.observe(ns as f64 / 1e9);
+                            counts.connect.observe(&CONNECT_BUCKETS, ns as f64 / 1e9);
                         }
                     }
                     ConnPhase::Close => {
@@ -104,7 +104,9 @@ impl Accumulator {
                         counts.received_bytes += c.record.bytes_received;
                         counts.retransmits += u64::from(c.record.retransmits);
                         if c.record.srtt_us > 0 {
-                            counts.rtt.observe(f64::from(c.record.srtt_us) / 1e6);
+                            counts
+                                .rtt
+                                .observe(&RTT_BUCKETS, f64::from(c.record.srtt_us) / 1e6);
                         }
                     }
                     ConnPhase::Fail => {

@@ -1,19 +1,25 @@
 //! Encodes every family at scrape time (prometheus-client's custom [`Collector`]): the workload
 //! series with labels resolved now by the [`LabelSource`], and the agent's health.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt::{self, Write as _},
+    sync::Arc,
+};
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet},
+    encoding::{
+        DescriptorEncoder, EncodeLabel, EncodeLabelKey, EncodeLabelSet, EncodeMetric,
+        LabelKeyEncoder, LabelSetEncoder, MetricEncoder, NoLabelSet,
+    },
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
 
 use super::{
     health::{EVENT_TYPES, Health, SelfUsage},
-    labels::{LabelSource, WorkloadLabels},
-    registry::{ConnKey, WorkloadRegistry, WorkloadSeries},
-    series::{ConnCounts, Histogram},
+    labels::{LabelSource, WORKLOAD_LABEL_NAMES},
+    registry::{WorkloadRegistry, WorkloadSeries},
+    series::{CONNECT_BUCKETS, ConnCounts, Histogram, RTT_BUCKETS},
 };
 
 pub struct SondeCollector {
@@ -30,19 +36,70 @@ impl fmt::Debug for SondeCollector {
     }
 }
 
-type Pairs<'a> = [(&'static str, &'a str)];
+/// A label set whose leading pairs were rendered once per scrape (`a="1",b="2"`), followed by
+/// one `key="value"` pair. Each sample then costs one label encode instead of ten: the rendered
+/// part goes through prometheus-client's label-key writer verbatim (it is already escaped), the
+/// last value through its value escaping.
+struct Labels<'a> {
+    rendered: &'a str,
+    key: &'a str,
+    value: &'a str,
+}
 
-/// A label set of borrowed pairs: the workload's labels, then the series' own.
-struct Labels<'a>(&'a Pairs<'a>, &'a Pairs<'a>);
+/// The rendered part, written as is.
+struct Verbatim<'a>(&'a str, &'a str);
+
+impl EncodeLabelKey for Verbatim<'_> {
+    fn encode(&self, encoder: &mut LabelKeyEncoder) -> fmt::Result {
+        if !self.0.is_empty() {
+            encoder.write_str(self.0)?;
+            encoder.write_str(",")?;
+        }
+        encoder.write_str(self.1)
+    }
+}
 
 impl EncodeLabelSet for Labels<'_> {
-    fn encode(
-        &self,
-        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
-    ) -> Result<(), fmt::Error> {
-        self.0.encode(encoder)?;
-        self.1.encode(encoder)
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        if self.key.is_empty() {
+            return Ok(());
+        }
+        (Verbatim(self.rendered, self.key), self.value).encode(encoder.encode_label())
     }
+}
+
+impl<'a> Labels<'a> {
+    const NONE: Labels<'static> = Labels {
+        rendered: "",
+        key: "",
+        value: "",
+    };
+
+    fn one(key: &'a str, value: &'a str) -> Self {
+        Labels {
+            rendered: "",
+            key,
+            value,
+        }
+    }
+}
+
+/// Appends `key="value"` (value escaped as the text format wants) to `out`.
+fn render(out: &mut String, key: &str, value: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(key);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn counter(m: &mut MetricEncoder, labels: &Labels, v: u64) -> fmt::Result {
@@ -60,27 +117,62 @@ where
     ConstGauge::new(v).encode(m.encode_family(labels)?)
 }
 
-fn histogram(m: &mut MetricEncoder, labels: &Labels, h: &Histogram) -> fmt::Result {
+fn histogram<const N: usize>(
+    m: &mut MetricEncoder,
+    labels: &Labels,
+    h: &Histogram<N>,
+    bounds: &[f64; N],
+) -> fmt::Result {
     m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
         h.sum,
         h.count,
-        &h.encoder_buckets(),
+        &h.encoder_buckets(bounds),
         None,
     )
 }
 
-/// A workload with its labels resolved for this scrape.
+/// A workload with its labels rendered for this scrape.
 struct Resolved<'a> {
-    labels: [(&'static str, &'a str); 8],
+    /// The first seven workload labels, rendered.
+    head: String,
+    /// All eight, rendered.
+    all: String,
+    /// The eighth (`systemd_unit`) value.
+    unit: Arc<str>,
     series: &'a WorkloadSeries,
+}
+
+/// A connection key with its labels rendered up to `direction`.
+struct ResolvedConn<'a> {
+    rendered: String,
+    remote: &'a str,
+    counts: &'a ConnCounts,
+}
+
+impl Resolved<'_> {
+    fn labels(&self) -> Labels<'_> {
+        Labels {
+            rendered: &self.head,
+            key: WORKLOAD_LABEL_NAMES[7],
+            value: &self.unit,
+        }
+    }
+}
+
+impl ResolvedConn<'_> {
+    fn labels(&self) -> Labels<'_> {
+        Labels {
+            rendered: &self.rendered,
+            key: "remote",
+            value: self.remote,
+        }
+    }
 }
 
 /// One connection-level counter family: name, help, value.
 type ConnValue = fn(&ConnCounts) -> u64;
 /// A workload-level counter family: name, help, value.
 type ProcFamily = (&'static str, &'static str, fn(&WorkloadSeries) -> u64);
-/// A connection-level histogram family: name, help, histogram.
-type HistogramFamily = (&'static str, &'static str, fn(&ConnCounts) -> &Histogram);
 
 const CONN_COUNTERS: [(&str, &str, ConnValue); 5] = [
     (
@@ -113,18 +205,24 @@ const CONN_COUNTERS: [(&str, &str, ConnValue); 5] = [
 impl SondeCollector {
     fn encode_workloads(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let guard = self.registry.lock();
-        let labels: Vec<WorkloadLabels> = guard
-            .workloads()
-            .keys()
-            .map(|id| self.labels.labels(id))
-            .collect();
         let resolved: Vec<Resolved> = guard
             .workloads()
-            .values()
-            .zip(labels.iter())
-            .map(|(series, l)| Resolved {
-                labels: l.pairs(),
-                series,
+            .iter()
+            .map(|(id, series)| {
+                let labels = self.labels.labels(id);
+                let pairs = labels.pairs();
+                let mut head = String::with_capacity(256);
+                for (k, v) in &pairs[..7] {
+                    render(&mut head, k, v);
+                }
+                let mut all = head.clone();
+                render(&mut all, pairs[7].0, pairs[7].1);
+                Resolved {
+                    head,
+                    all,
+                    unit: labels.systemd_unit.unwrap_or_else(|| Arc::from("")),
+                    series,
+                }
             })
             .collect();
 
@@ -143,7 +241,7 @@ impl SondeCollector {
         for (name, help, value) in procs {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for r in &resolved {
-                counter(&mut m, &Labels(&r.labels, &[]), value(r.series))?;
+                counter(&mut m, &r.labels(), value(r.series))?;
             }
         }
         let mut m = encoder.encode_descriptor(
@@ -159,19 +257,34 @@ impl SondeCollector {
                 ("error", p.exits_error),
                 ("signal", p.exits_signal),
             ] {
-                counter(&mut m, &Labels(&r.labels, &[("exit_class", class)]), v)?;
+                let labels = Labels {
+                    rendered: &r.all,
+                    key: "exit_class",
+                    value: class,
+                };
+                counter(&mut m, &labels, v)?;
             }
         }
 
-        let conns: Vec<(&Resolved, &ConnKey, &ConnCounts)> = resolved
+        let conns: Vec<ResolvedConn> = resolved
             .iter()
-            .flat_map(|r| r.series.conns.iter().map(move |(k, c)| (r, k, c)))
+            .flat_map(|r| {
+                r.series.conns.iter().map(|(k, counts)| {
+                    let mut rendered = String::with_capacity(r.all.len() + 24);
+                    rendered.push_str(&r.all);
+                    render(&mut rendered, "direction", k.direction.as_str());
+                    ResolvedConn {
+                        rendered,
+                        remote: &k.remote,
+                        counts,
+                    }
+                })
+            })
             .collect();
         for (name, help, value) in CONN_COUNTERS {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (r, k, c) in &conns {
-                let extra = [("direction", k.direction.as_str()), ("remote", &*k.remote)];
-                counter(&mut m, &Labels(&r.labels, &extra), value(c))?;
+            for c in &conns {
+                counter(&mut m, &c.labels(), value(c.counts))?;
             }
         }
         let mut m = encoder.encode_descriptor(
@@ -181,41 +294,44 @@ impl SondeCollector {
             None,
             MetricType::Counter,
         )?;
-        for (r, k, c) in &conns {
-            for (reason, n) in &c.failed {
-                let extra = [
-                    ("direction", k.direction.as_str()),
-                    ("remote", &*k.remote),
-                    ("reason", reason.as_ref()),
-                ];
-                counter(&mut m, &Labels(&r.labels, &extra), *n)?;
+        let mut rendered = String::new();
+        for c in &conns {
+            for (reason, n) in &c.counts.failed {
+                rendered.clear();
+                rendered.push_str(&c.rendered);
+                render(&mut rendered, "remote", c.remote);
+                let labels = Labels {
+                    rendered: &rendered,
+                    key: "reason",
+                    value: reason,
+                };
+                counter(&mut m, &labels, *n)?;
             }
         }
-        let histograms: [HistogramFamily; 2] = [
-            (
-                "sonde_tcp_connect_duration_seconds",
-                "Handshake time: SYN to established (outbound), first SYN received to \
-                 established (inbound)",
-                |c| &c.connect,
-            ),
-            (
-                "sonde_tcp_rtt_seconds",
-                "Smoothed round-trip time of each connection when it closed",
-                |c| &c.rtt,
-            ),
-        ];
-        for (name, help, value) in histograms {
-            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-            for (r, k, c) in &conns {
-                let extra = [("direction", k.direction.as_str()), ("remote", &*k.remote)];
-                histogram(&mut m, &Labels(&r.labels, &extra), value(c))?;
-            }
+        let mut m = encoder.encode_descriptor(
+            "sonde_tcp_connect_duration_seconds",
+            "Handshake time: SYN to established (outbound), first SYN received to established \
+             (inbound)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &conns {
+            histogram(&mut m, &c.labels(), &c.counts.connect, &CONNECT_BUCKETS)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "sonde_tcp_rtt_seconds",
+            "Smoothed round-trip time of each connection when it closed",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &conns {
+            histogram(&mut m, &c.labels(), &c.counts.rtt, &RTT_BUCKETS)?;
         }
         Ok(())
     }
 
     fn encode_health(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
-        let none = Labels(&[], &[]);
+        let none = Labels::NONE;
         let h = self.health.snapshot().clone();
         let mut m = encoder.encode_descriptor(
             "sonde_events",
@@ -228,7 +344,7 @@ impl SondeCollector {
         types.extend(h.events.keys().filter(|t| !EVENT_TYPES.contains(t)));
         for t in types {
             let v = h.events.get(t).copied().unwrap_or(0);
-            counter(&mut m, &Labels(&[("type", t)], &[]), v)?;
+            counter(&mut m, &Labels::one("type", t), v)?;
         }
 
         let mut m = encoder.encode_descriptor(
@@ -239,16 +355,16 @@ impl SondeCollector {
             MetricType::Counter,
         )?;
         for k in h.kernel.iter().filter(|k| k.loss) {
-            counter(&mut m, &Labels(&[("reason", k.name)], &[]), k.value)?;
+            counter(&mut m, &Labels::one("reason", k.name), k.value)?;
         }
         counter(
             &mut m,
-            &Labels(&[("reason", "decode_error")], &[]),
+            &Labels::one("reason", "decode_error"),
             h.decode_errors,
         )?;
         counter(
             &mut m,
-            &Labels(&[("reason", "output_dropped")], &[]),
+            &Labels::one("reason", "output_dropped"),
             h.output_dropped,
         )?;
 
@@ -260,7 +376,7 @@ impl SondeCollector {
             MetricType::Counter,
         )?;
         for k in h.kernel.iter().filter(|k| !k.loss) {
-            counter(&mut m, &Labels(&[("reason", k.name)], &[]), k.value)?;
+            counter(&mut m, &Labels::one("reason", k.name), k.value)?;
         }
 
         let mut m = encoder.encode_descriptor(
@@ -272,7 +388,11 @@ impl SondeCollector {
         for (program, state, n) in &h.probes {
             gauge(
                 &mut m,
-                &Labels(&[("program", program), ("state", state)], &[]),
+                &Labels {
+                    rendered: &format!("program=\"{program}\""),
+                    key: "state",
+                    value: state,
+                },
                 i64::from(*n),
             )?;
         }
@@ -369,8 +489,8 @@ impl SondeCollector {
                 None,
                 MetricType::Counter,
             )?;
-            counter(&mut m, &Labels(&[("result", "success")], &[]), k.successes)?;
-            counter(&mut m, &Labels(&[("result", "failure")], &[]), k.failures)?;
+            counter(&mut m, &Labels::one("result", "success"), k.successes)?;
+            counter(&mut m, &Labels::one("result", "failure"), k.failures)?;
         }
 
         if let Some(usage) = SelfUsage::read() {

@@ -1,21 +1,44 @@
 //! The /metrics HTTP endpoint (hyper 1, HTTP/1.1): `GET /metrics` answers the Prometheus text
-//! format (0.0.4). Encoding runs on a blocking thread; connections are bounded and a client
-//! that does not send its request in time is dropped.
+//! format (0.0.4). Encoding runs on a blocking thread and streams the body in chunks (bounded
+//! memory per scrape); connections are bounded and a client that does not send its request in
+//! time is dropped.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper::{
+    body::{Body, Frame, Incoming},
+    server::conn::http1,
+    service::service_fn,
+};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{encoding::prometheus_text, registry::Registry};
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, mpsc},
+    task::JoinHandle,
+};
+
+use super::stream;
 
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 16;
 /// A client must send its request headers within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Chunks encoded ahead of the client: memory per scrape is about this many
+/// [`stream::CHUNK_BYTES`].
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// A client that takes longer than this to accept a chunk is cut off (the encoder holds the
+/// series lock while streaming).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -89,8 +112,31 @@ pub fn spawn(listener: TcpListener, registry: Arc<Registry>) -> JoinHandle<()> {
     })
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+/// The response body: a fixed text, or the exposition streamed in chunks from the encoder.
+/// An encoding failure ends the stream with an error, so the client sees a broken response,
+/// never a silently truncated one.
+pub enum MetricsBody {
+    Full(Option<Bytes>),
+    Stream(mpsc::Receiver<Result<Bytes, std::io::Error>>),
+}
+
+impl Body for MetricsBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            MetricsBody::Full(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+            MetricsBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<MetricsBody> {
+    let mut resp = Response::new(MetricsBody::Full(Some(Bytes::from_static(body.as_bytes()))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -102,7 +148,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 async fn respond(
     req: Request<Incoming>,
     registry: Arc<Registry>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<MetricsBody>, Infallible> {
     if req.uri().path() != "/metrics" {
         return Ok(text(
             StatusCode::NOT_FOUND,
@@ -112,26 +158,27 @@ async fn respond(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "use GET /metrics\n"));
     }
-    let encoded = tokio::task::spawn_blocking(move || {
-        let mut out = String::with_capacity(64 << 10);
-        prometheus_text::encode(&mut out, &registry).map(|()| out)
-    })
-    .await;
-    Ok(match encoded {
-        Ok(Ok(body)) => {
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE),
+    let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let encoded = stream::encode_chunked(&registry, |chunk| {
+            handle
+                .block_on(tx.send_timeout(Ok(chunk), SEND_TIMEOUT))
+                .map_err(|_| ())
+        });
+        if encoded.is_err() {
+            tracing::debug!(
+                "a /metrics response was cut: the client stopped reading (or was slower than \
+                 {SEND_TIMEOUT:?} per chunk), or encoding failed"
             );
-            resp
+            let failed = std::io::Error::other("encoding /metrics failed or the client stalled");
+            let _ = handle.block_on(tx.send_timeout(Err(failed), SEND_TIMEOUT));
         }
-        Ok(Err(_)) | Err(_) => {
-            tracing::error!("encoding /metrics failed");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "encoding the metrics failed; see the agent's log\n",
-            )
-        }
-    })
+    });
+    let mut resp = Response::new(MetricsBody::Stream(rx));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE),
+    );
+    Ok(resp)
 }

@@ -20,6 +20,7 @@ pub mod labels;
 pub mod pipeline;
 pub mod registry;
 pub mod series;
+pub mod stream;
 
 use std::{net::SocketAddr, sync::Arc};
 

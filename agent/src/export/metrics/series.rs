@@ -4,30 +4,46 @@
 
 use std::borrow::Cow;
 
-/// Histogram bucket upper bounds, in seconds, for connect durations and round-trip times: 100 µs
-/// (loopback) to 5 s (a SYN retransmitted a few times).
-pub const SECONDS_BUCKETS: [f64; 10] =
+/// Connect-duration bucket upper bounds, in seconds: 100 µs (loopback) to 5 s (a SYN
+/// retransmitted a few times).
+pub const CONNECT_BUCKETS: [f64; 10] =
     [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+/// Round-trip-time bucket upper bounds, in seconds: decades from 100 µs to 1 s (coarser than
+/// connect times: one histogram per connection key is a large share of a scrape).
+pub const RTT_BUCKETS: [f64; 5] = [0.0001, 0.001, 0.01, 0.1, 1.0];
 
-/// A histogram over [`SECONDS_BUCKETS`]: per-bucket (not cumulative) counts; values above the
-/// last bound only count in `count` (the `+Inf` bucket).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Histogram {
-    pub buckets: [u64; SECONDS_BUCKETS.len()],
+pub type ConnectHistogram = Histogram<{ CONNECT_BUCKETS.len() }>;
+pub type RttHistogram = Histogram<{ RTT_BUCKETS.len() }>;
+
+/// A histogram over `N` fixed bounds (given at each call): per-bucket (not cumulative) counts;
+/// values above the last bound only count in `count` (the `+Inf` bucket).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Histogram<const N: usize> {
+    pub buckets: [u64; N],
     pub sum: f64,
     pub count: u64,
 }
 
-impl Histogram {
-    pub fn observe(&mut self, seconds: f64) {
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self {
+            buckets: [0; N],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    pub fn observe(&mut self, bounds: &[f64; N], seconds: f64) {
         self.sum += seconds;
         self.count += 1;
-        if let Some(i) = SECONDS_BUCKETS.iter().position(|&le| seconds <= le) {
+        if let Some(i) = bounds.iter().position(|&le| seconds <= le) {
             self.buckets[i] += 1;
         }
     }
 
-    pub fn add(&mut self, other: &Histogram) {
+    pub fn add(&mut self, other: &Self) {
         for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
             *a += b;
         }
@@ -36,8 +52,8 @@ impl Histogram {
     }
 
     /// `(upper bound, count in this bucket)`, as the encoder wants them.
-    pub fn encoder_buckets(&self) -> [(f64, u64); SECONDS_BUCKETS.len()] {
-        std::array::from_fn(|i| (SECONDS_BUCKETS[i], self.buckets[i]))
+    pub fn encoder_buckets(&self, bounds: &[f64; N]) -> [(f64, u64); N] {
+        std::array::from_fn(|i| (bounds[i], self.buckets[i]))
     }
 }
 
@@ -98,8 +114,8 @@ pub struct ConnCounts {
     pub sent_bytes: u64,
     pub received_bytes: u64,
     pub retransmits: u64,
-    pub connect: Histogram,
-    pub rtt: Histogram,
+    pub connect: ConnectHistogram,
+    pub rtt: RttHistogram,
 }
 
 impl ConnCounts {
@@ -128,20 +144,19 @@ mod tests {
 
     #[test]
     fn histogram_buckets_and_merge() {
-        let mut h = Histogram::default();
-        h.observe(0.00005);
-        h.observe(0.0001);
-        h.observe(0.003);
-        h.observe(60.0);
+        let mut h = ConnectHistogram::default();
+        for v in [0.00005, 0.0001, 0.003, 60.0] {
+            h.observe(&CONNECT_BUCKETS, v);
+        }
         assert_eq!(h.count, 4);
         assert_eq!(h.buckets[0], 2);
         assert_eq!(h.buckets[3], 1);
         assert_eq!(h.buckets.iter().sum::<u64>(), 3, "60 s is only in +Inf");
-        let mut total = Histogram::default();
+        let mut total = ConnectHistogram::default();
         total.add(&h);
         total.add(&h);
         assert_eq!(total.count, 8);
-        assert_eq!(total.encoder_buckets()[0], (0.0001, 4));
+        assert_eq!(total.encoder_buckets(&CONNECT_BUCKETS)[0], (0.0001, 4));
     }
 
     #[test]
