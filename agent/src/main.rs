@@ -1,11 +1,14 @@
 //! `sonde`: the command line. Parsing and dispatch only; the work lives in the library.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use sonde::{
     capture::CaptureOptions,
-    export::OutputFormat,
+    export::{
+        OutputFormat,
+        metrics::{IpCidr, MetricsOptions},
+    },
     kube::{KubeletConfig, detect},
     logging::{self, LogFormat},
     node::{NodeOptions, hostfs::HostRoot},
@@ -82,6 +85,15 @@ struct RunArgs {
     /// Write capture statistics (events, losses, probes) as JSON to this file when stopping.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics; `off` disables the endpoint.
+    #[arg(long, env = "SONDE_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
+    metrics_listen: Listen,
+    /// Metrics label sets kept at most (workloads, connection keys, failure reasons).
+    #[arg(long, default_value_t = sonde::export::metrics::DEFAULT_MAX_SERIES)]
+    metrics_max_series: usize,
+    /// Remote addresses in this network (CIDR, repeatable) appear in the `remote` label.
+    #[arg(long = "metrics-remote-allow", value_name = "CIDR")]
+    metrics_remote_allow: Vec<IpCidr>,
     #[command(flatten)]
     kubelet: KubeletArgs,
 }
@@ -136,6 +148,22 @@ impl KubeletArgs {
     }
 }
 
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug)]
+enum Listen {
+    Off,
+    On(SocketAddr),
+}
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Listen::Off);
+    }
+    text.parse().map(Listen::On).map_err(|_| {
+        format!("{text:?} is not HOST:PORT (e.g. 127.0.0.1:9464, 0.0.0.0:9464, [::]:9464) or off")
+    })
+}
+
 fn parse_ring_size(text: &str) -> Result<u32, String> {
     let n = parse_size(text)?;
     let n = u32::try_from(n).map_err(|_| format!("{text} is too large (max 2GiB)"))?;
@@ -184,6 +212,14 @@ fn run_command(args: RunArgs) -> ExitCode {
         duration: args.duration,
         stats_file: args.stats_file,
         kubelet,
+        metrics: match args.metrics_listen {
+            Listen::Off => None,
+            Listen::On(listen) => Some(MetricsOptions {
+                listen,
+                max_series: args.metrics_max_series,
+                remote_ip_allowlist: args.metrics_remote_allow,
+            }),
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

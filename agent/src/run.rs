@@ -16,7 +16,15 @@ use crate::{
         RecordSink, decode::decode,
     },
     enrich::{self, KubeJoin},
-    export::{Context, OutputFormat, summary::Summary, writer::OutputWriter},
+    export::{
+        Context, OutputFormat,
+        metrics::{
+            self, HealthSnapshot, Metrics, MetricsError, MetricsOptions, labels::PodStoreLabels,
+            pipeline::PipelineMetrics,
+        },
+        summary::Summary,
+        writer::OutputWriter,
+    },
     kube::{KubeletConfig, KubeletSyncState, PodStore, spawn_kubelet_source},
     node::{self, Bootstrap, NodeModel, NodeOptions, cgroup::CgroupError},
 };
@@ -40,6 +48,8 @@ pub struct RunOptions {
     pub stats_file: Option<PathBuf>,
     /// The kubelet pod source; `None` runs without Kubernetes metadata.
     pub kubelet: Option<KubeletConfig>,
+    /// Serve Prometheus metrics (`None`: no endpoint, no aggregation).
+    pub metrics: Option<MetricsOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +67,8 @@ pub enum RunError {
     },
     #[error("ring buffer reader failed: {0}")]
     Reader(std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 impl RunError {
@@ -65,6 +77,7 @@ impl RunError {
             RunError::Capture(e) => e.exit_code(),
             RunError::Node(_) => 69,
             RunError::Stats { .. } => 73,
+            RunError::Metrics(_) => 78,
             _ => 1,
         }
     }
@@ -130,6 +143,7 @@ struct Pipeline<'a> {
     decode_errors: u64,
     last_check: Instant,
     last_lost: u64,
+    metrics: Option<PipelineMetrics>,
 }
 
 impl Pipeline<'_> {
@@ -200,6 +214,10 @@ impl Pipeline<'_> {
         for c in &report.conns {
             let attr = self.kube.attribute_cgroup(&mut self.node, c.cgroup_id);
             *self.events.entry("tcp_open").or_default() += 1;
+            if let Some(m) = &mut self.metrics {
+                m.acc
+                    .found_conn(attr.cgroup.as_ref(), c.direction, c.remote.ip());
+            }
             match &mut self.summary {
                 Some((summary, _)) => summary.found_conn(&attr),
                 None => {
@@ -224,6 +242,28 @@ impl Pipeline<'_> {
     }
 }
 
+impl Pipeline<'_> {
+    /// The batch's counts every drain; the agent's health about once a second.
+    fn publish_metrics(&mut self) {
+        let Some(m) = &mut self.metrics else {
+            return;
+        };
+        let (events, decode_errors) = (&self.events, self.decode_errors);
+        let (counters, writer, node) = (self.counters, &self.writer, &self.node);
+        m.end_batch(|h| {
+            h.events.clone_from(events);
+            h.decode_errors = decode_errors;
+            h.output_dropped = writer.dropped_events;
+            h.set_kernel(&counters.read());
+            let (cgroups, processes) = (node.cgroups.stats(), node.processes.stats());
+            h.cgroups_known = cgroups.entries;
+            h.cgroups_evicted = cgroups.evicted;
+            h.processes_known = processes.entries;
+            h.processes_evicted = processes.evicted;
+        });
+    }
+}
+
 impl RecordSink for Pipeline<'_> {
     fn record(&mut self, data: &[u8]) {
         match decode(data) {
@@ -233,6 +273,9 @@ impl RecordSink for Pipeline<'_> {
                     return;
                 }
                 *self.events.entry(ev.type_name()).or_default() += 1;
+                if let Some(m) = &mut self.metrics {
+                    m.acc.record(&ev, &attr);
+                }
                 match &mut self.summary {
                     Some((summary, _)) => summary.record(&ev, &attr),
                     None => {
@@ -260,11 +303,27 @@ impl RecordSink for Pipeline<'_> {
         }
         self.flush();
         self.check_losses();
+        self.publish_metrics();
+    }
+}
+
+/// Resolves when `signal` fires; never, if its handler could not be installed.
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
 /// Waits for SIGINT, SIGTERM, or the end of `duration`, then tells the reader to stop.
+/// The handlers are installed before this returns (so before READY=1): a signal sent right
+/// after readiness stops the agent cleanly instead of killing it.
 fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).ok();
+    let mut sigint = signal(SignalKind::interrupt()).ok();
     tokio::spawn(async move {
         let sleep = async {
             match duration {
@@ -272,18 +331,10 @@ fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
                 None => std::future::pending::<()>().await,
             }
         };
-        let sigterm = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
             _ = sleep => tracing::info!("duration reached, stopping"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
-            _ = sigterm => tracing::info!("terminated, stopping"),
+            _ = received(sigint.as_mut()) => tracing::info!("interrupted, stopping"),
+            _ = received(sigterm.as_mut()) => tracing::info!("terminated, stopping"),
         }
         let _ = stop.send(true);
     });
@@ -291,6 +342,11 @@ fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
 
 /// Runs the agent until stopped; `dest` receives the event stream.
 pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunStats, RunError> {
+    // Bound first: a bad address fails before anything is loaded into the kernel.
+    let listener = match &opts.metrics {
+        Some(m) => Some((metrics::http::bind(m.listen).await?, Metrics::new(m))),
+        None => None,
+    };
     let mut capture = Capture::start(&opts.capture)?;
     // Probes are attached: now look at what already exists (rule 5). The cgroup index is quick
     // and needed to attribute the first records; processes and sockets are scanned off the
@@ -305,11 +361,35 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
     let kubelet = opts.kubelet.clone().map(|config| {
         std::sync::Arc::new(spawn_kubelet_source(config, std::sync::Arc::clone(&pods)))
     });
+    let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
+    let (pipeline_metrics, server) = match listener {
+        Some((listener, metrics)) => {
+            // Pod names are resolved at scrape time: series counted before the kubelet knew a
+            // container are labelled as soon as it does (rule 6).
+            let metrics = metrics.with_label_source(std::sync::Arc::new(PodStoreLabels(
+                std::sync::Arc::clone(&pods),
+            )));
+            if let Some(k) = &kubelet {
+                metrics.health.set_kubelet(k.subscribe());
+            }
+            let mut base = HealthSnapshot {
+                ring_buffer_bytes: u64::from(opts.capture.ring_buffer_bytes),
+                ..HealthSnapshot::default()
+            };
+            base.set_probes(&capture.probes);
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving Prometheus metrics at http://{addr}/metrics");
+            }
+            let server =
+                metrics::http::spawn(listener, std::sync::Arc::new(metrics.prometheus_registry()));
+            (Some(PipelineMetrics::new(&metrics, base)), Some(server))
+        }
+        None => (None, None),
+    };
     let kube = KubeJoin {
         pods,
         kubelet: kubelet.clone(),
     };
-    let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
     let Capture {
         reader, counters, ..
     } = &mut capture;
@@ -329,6 +409,7 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         decode_errors: 0,
         last_check: Instant::now(),
         last_lost: 0,
+        metrics: pipeline_metrics,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -349,6 +430,9 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
     tracing::info!("capture running");
 
     let read = reader.run(&mut pipeline, stop_rx).await;
+    if let Some(server) = server {
+        server.abort();
+    }
     read.map_err(RunError::Reader)?;
 
     let Pipeline {

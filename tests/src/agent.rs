@@ -39,6 +39,8 @@ pub fn sonde_bin() -> PathBuf {
 
 pub struct Agent {
     child: Child,
+    /// Where it serves /metrics, once known (from its log).
+    metrics: Option<std::net::SocketAddr>,
     events: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
@@ -56,6 +58,8 @@ pub struct Stopped {
 
 impl Agent {
     /// Starts `sonde run --output json` with `extra` arguments and waits until it is capturing.
+    /// Unless `extra` says otherwise, /metrics is served on a free loopback port (see
+    /// [`Agent::metrics_addr`]), so agents of concurrent tests never collide.
     pub fn start(extra: &[&str]) -> Self {
         crate::require_root();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -70,6 +74,11 @@ impl Agent {
             .arg("--stats-file")
             .arg(&stats_file)
             .args(extra)
+            .args(if extra.contains(&"--metrics-listen") {
+                &[][..]
+            } else {
+                &["--metrics-listen", "127.0.0.1:0"][..]
+            })
             .env("NOTIFY_SOCKET", &notify_path)
             .env("SONDE_LOG_LEVEL", "info")
             .stdin(Stdio::null())
@@ -106,6 +115,7 @@ impl Agent {
 
         let mut agent = Agent {
             child,
+            metrics: None,
             events,
             stderr,
             readers: vec![out_reader, err_reader],
@@ -142,6 +152,33 @@ impl Agent {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The address of the agent's /metrics endpoint, from its "serving Prometheus metrics at
+    /// http://ADDR/metrics" log line.
+    pub fn metrics_addr(&mut self) -> std::net::SocketAddr {
+        if let Some(addr) = self.metrics {
+            return addr;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = {
+                let log = self.stderr.lock().expect("lock");
+                log.split("http://")
+                    .skip(1)
+                    .find_map(|rest| rest.split_once("/metrics").map(|(a, _)| a.to_string()))
+            };
+            if let Some(addr) = found.and_then(|a| a.parse().ok()) {
+                self.metrics = Some(addr);
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not log where it serves /metrics:\n{}",
+                self.stderr.lock().expect("lock")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Events received so far.

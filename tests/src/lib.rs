@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cgroup;
 pub mod events;
 pub mod kube_standin;
+pub mod metrics;
 pub mod runc;
 
 /// Fails the test, clearly, when it cannot do what it must: these tests need root and BPF, and

@@ -11,6 +11,7 @@ use sonde_tests::{
     agent::Agent,
     cgroup::remove_everywhere,
     kube_standin::{KubeletStandin, payloads},
+    metrics::{Exposition, scrape},
     runc::{Bundle, unique_id},
 };
 
@@ -165,7 +166,14 @@ fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
     let pod = fixture_pod("e2e-deployment-79967c5968-8bnn8");
     let flags = kubelet_flags(&standin);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let agent = Agent::start(&flags);
+    let mut agent = Agent::start(&flags);
+    let metrics = agent.metrics_addr();
+    let starts = |pod_name: &str| {
+        Exposition::parse(&scrape(metrics)).value_or_zero(
+            "sonde_process_starts_total",
+            &[("container_id", &pod.container_id), ("pod", pod_name)],
+        )
+    };
 
     // A container that keeps exec'ing, started while the kubelet is down.
     let bundle = Bundle::new(
@@ -192,6 +200,8 @@ fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
     }
     // Let the agent's retries back off, as they would during a long bootstrap.
     std::thread::sleep(Duration::from_secs(4));
+    // Its series exist, without pod names yet.
+    assert!(starts("") >= 5.0, "{}", scrape(metrics));
 
     standin.resume_serving();
     let up = Instant::now();
@@ -202,6 +212,14 @@ fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
     };
     let events = agent.wait_for(Duration::from_secs(10), tagged);
     let waited = up.elapsed();
+    // The same series, relabelled: every start counted before the kubelet answered now carries
+    // the pod's name, and no unlabelled series of the container is left.
+    let relabelled = starts(&pod.name);
+    let exposition = Exposition::parse(&scrape(metrics));
+    let unlabelled = exposition.value_or_zero(
+        "sonde_process_starts_total",
+        &[("container_id", &pod.container_id), ("pod", "")],
+    );
     drop(running);
     let stopped = agent.stop();
     remove_everywhere(&pod.cgroup_path(&top), "");
@@ -217,4 +235,26 @@ fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
         .expect("tagged");
     assert_eq!(first["namespace"], pod.namespace.as_str());
     assert_eq!(first["workload"], "e2e-deployment");
+    assert!(
+        relabelled >= before.len() as f64,
+        "starts labelled with the pod: {relabelled}, events before the kubelet: {}",
+        before.len()
+    );
+    assert_eq!(
+        unlabelled, 0.0,
+        "a series of the container stayed unlabelled"
+    );
+    let labelled = exposition.find(
+        "sonde_process_starts_total",
+        &[("container_id", &pod.container_id)],
+    );
+    assert!(
+        labelled
+            .iter()
+            .all(
+                |s| s.labels.get("namespace").map(String::as_str) == Some(pod.namespace.as_str())
+                    && s.labels.get("workload").map(String::as_str) == Some("e2e-deployment")
+            ),
+        "{labelled:?}"
+    );
 }

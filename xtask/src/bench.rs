@@ -142,6 +142,9 @@ pub fn start_sonde(dir: &Path) -> Result<Running> {
             "json",
             "--log-level",
             "warn",
+            // Metrics on (the default), on a free port so a running agent does not collide.
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--stats-file",
         ])
         .arg(&stats)

@@ -48,7 +48,8 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
         /// Only this part: tcp, exec, bootstrap (start-up scan), metadata (memory with
-        /// 500 pods) or micro (in-process benches).
+        /// 500 pods) or micro (in-process benches: attribution,
+        /// Kubernetes join, /metrics scrape).
         #[arg(long)]
         only: Option<String>,
     },

@@ -17,8 +17,15 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
 
 /// Debian packages the tests and benchmarks use: runc and busybox-static for real containers,
-/// libbpf-tools for the peer tracers (execsnoop, tcplife), iproute2 for `ss`/`ip`.
-const PACKAGES: [&str; 4] = ["runc", "busybox-static", "libbpf-tools", "iproute2"];
+/// libbpf-tools for the peer tracers (execsnoop, tcplife), iproute2 for `ss`/`ip`, prometheus
+/// for `promtool check metrics` and a real Prometheus server scraping the agent.
+const PACKAGES: [&str; 5] = [
+    "runc",
+    "busybox-static",
+    "libbpf-tools",
+    "iproute2",
+    "prometheus",
+];
 
 pub fn run() -> Result<()> {
     let root = is_root();

@@ -1,7 +1,8 @@
 //! Sinks for events: NDJSON and readable text on stdout (the event stream), written by a
-//! dedicated thread. Prometheus metrics and the status API plug in here.
+//! dedicated thread; Prometheus metrics ([`metrics`]). The status API plugs in here.
 
 pub mod json;
+pub mod metrics;
 pub mod summary;
 pub mod text;
 pub mod writer;

@@ -1,0 +1,521 @@
+//! Encodes every family at scrape time (prometheus-client's custom [`Collector`]): the workload
+//! series with labels resolved now by the [`LabelSource`], and the agent's health.
+
+use std::{
+    fmt::{self, Write as _},
+    sync::Arc,
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{
+        DescriptorEncoder, EncodeLabel, EncodeLabelKey, EncodeLabelSet, EncodeMetric,
+        LabelKeyEncoder, LabelSetEncoder, MetricEncoder, NoLabelSet,
+    },
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+};
+
+use super::{
+    health::{EVENT_TYPES, Health, SelfUsage},
+    labels::{LabelSource, WORKLOAD_LABEL_NAMES},
+    registry::{WorkloadRegistry, WorkloadSeries},
+    series::{CONNECT_BUCKETS, ConnCounts, Histogram, RTT_BUCKETS},
+};
+
+pub struct SondeCollector {
+    pub(super) registry: Arc<WorkloadRegistry>,
+    pub(super) health: Arc<Health>,
+    pub(super) labels: Arc<dyn LabelSource>,
+}
+
+impl fmt::Debug for SondeCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SondeCollector")
+            .field("series", &self.registry.series())
+            .finish()
+    }
+}
+
+/// A label set whose leading pairs were rendered once per scrape (`a="1",b="2"`), followed by
+/// one `key="value"` pair. Each sample then costs one label encode instead of ten: the rendered
+/// part goes through prometheus-client's label-key writer verbatim (it is already escaped), the
+/// last value through its value escaping.
+struct Labels<'a> {
+    rendered: &'a str,
+    key: &'a str,
+    value: &'a str,
+}
+
+/// The rendered part, written as is.
+struct Verbatim<'a>(&'a str, &'a str);
+
+impl EncodeLabelKey for Verbatim<'_> {
+    fn encode(&self, encoder: &mut LabelKeyEncoder) -> fmt::Result {
+        if !self.0.is_empty() {
+            encoder.write_str(self.0)?;
+            encoder.write_str(",")?;
+        }
+        encoder.write_str(self.1)
+    }
+}
+
+impl EncodeLabelSet for Labels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        if self.key.is_empty() {
+            return Ok(());
+        }
+        (Verbatim(self.rendered, self.key), self.value).encode(encoder.encode_label())
+    }
+}
+
+impl<'a> Labels<'a> {
+    const NONE: Labels<'static> = Labels {
+        rendered: "",
+        key: "",
+        value: "",
+    };
+
+    fn one(key: &'a str, value: &'a str) -> Self {
+        Labels {
+            rendered: "",
+            key,
+            value,
+        }
+    }
+}
+
+/// Appends `key="value"` (value escaped as the text format wants) to `out`.
+fn render(out: &mut String, key: &str, value: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(key);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn counter(m: &mut MetricEncoder, labels: &Labels, v: u64) -> fmt::Result {
+    ConstCounter::new(v).encode(m.encode_family(labels)?)
+}
+
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + Default + fmt::Debug>(
+    m: &mut MetricEncoder,
+    labels: &Labels,
+    v: V,
+) -> fmt::Result
+where
+    ConstGauge<V>: EncodeMetric,
+{
+    ConstGauge::new(v).encode(m.encode_family(labels)?)
+}
+
+fn histogram<const N: usize>(
+    m: &mut MetricEncoder,
+    labels: &Labels,
+    h: &Histogram<N>,
+    bounds: &[f64; N],
+) -> fmt::Result {
+    m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
+        h.sum,
+        h.count,
+        &h.encoder_buckets(bounds),
+        None,
+    )
+}
+
+/// A workload with its labels rendered for this scrape.
+struct Resolved<'a> {
+    /// The first seven workload labels, rendered.
+    head: String,
+    /// All eight, rendered.
+    all: String,
+    /// The eighth (`systemd_unit`) value.
+    unit: Arc<str>,
+    series: &'a WorkloadSeries,
+}
+
+/// A connection key with its labels rendered up to `direction`.
+struct ResolvedConn<'a> {
+    rendered: String,
+    remote: &'a str,
+    counts: &'a ConnCounts,
+}
+
+impl Resolved<'_> {
+    fn labels(&self) -> Labels<'_> {
+        Labels {
+            rendered: &self.head,
+            key: WORKLOAD_LABEL_NAMES[7],
+            value: &self.unit,
+        }
+    }
+}
+
+impl ResolvedConn<'_> {
+    fn labels(&self) -> Labels<'_> {
+        Labels {
+            rendered: &self.rendered,
+            key: "remote",
+            value: self.remote,
+        }
+    }
+}
+
+/// One connection-level counter family: name, help, value.
+type ConnValue = fn(&ConnCounts) -> u64;
+/// A workload-level counter family: name, help, value.
+type ProcFamily = (&'static str, &'static str, fn(&WorkloadSeries) -> u64);
+
+const CONN_COUNTERS: [(&str, &str, ConnValue); 5] = [
+    (
+        "sonde_tcp_connections_opened",
+        "TCP connections established (outbound: connect() completed; inbound: accepted)",
+        |c| c.opened,
+    ),
+    (
+        "sonde_tcp_connections_closed",
+        "TCP connections closed after being established",
+        |c| c.closed,
+    ),
+    (
+        "sonde_tcp_sent_bytes",
+        "Payload bytes sent on closed connections, each byte once (retransmissions excluded)",
+        |c| c.sent_bytes,
+    ),
+    (
+        "sonde_tcp_received_bytes",
+        "Payload bytes received on closed connections",
+        |c| c.received_bytes,
+    ),
+    (
+        "sonde_tcp_retransmits",
+        "TCP segments retransmitted on closed connections",
+        |c| c.retransmits,
+    ),
+];
+
+impl SondeCollector {
+    fn encode_workloads(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let guard = self.registry.lock();
+        let resolved: Vec<Resolved> = guard
+            .workloads()
+            .iter()
+            .map(|(id, series)| {
+                let labels = self.labels.labels(id);
+                let pairs = labels.pairs();
+                let mut head = String::with_capacity(256);
+                for (k, v) in &pairs[..7] {
+                    render(&mut head, k, v);
+                }
+                let mut all = head.clone();
+                render(&mut all, pairs[7].0, pairs[7].1);
+                Resolved {
+                    head,
+                    all,
+                    unit: labels.systemd_unit.unwrap_or_else(|| Arc::from("")),
+                    series,
+                }
+            })
+            .collect();
+
+        let procs: [ProcFamily; 2] = [
+            (
+                "sonde_process_starts",
+                "Programs started (execve) in the workload",
+                |w| w.procs.execs,
+            ),
+            (
+                "sonde_process_forks",
+                "Processes created (fork/clone of a new process, not a thread)",
+                |w| w.procs.forks,
+            ),
+        ];
+        for (name, help, value) in procs {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for r in &resolved {
+                counter(&mut m, &r.labels(), value(r.series))?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "sonde_process_exits",
+            "Processes ended, by how: ok (exit code 0), error (non-zero code), signal (killed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for r in &resolved {
+            let p = &r.series.procs;
+            for (class, v) in [
+                ("ok", p.exits_ok),
+                ("error", p.exits_error),
+                ("signal", p.exits_signal),
+            ] {
+                let labels = Labels {
+                    rendered: &r.all,
+                    key: "exit_class",
+                    value: class,
+                };
+                counter(&mut m, &labels, v)?;
+            }
+        }
+
+        let conns: Vec<ResolvedConn> = resolved
+            .iter()
+            .flat_map(|r| {
+                r.series.conns.iter().map(|(k, counts)| {
+                    let mut rendered = String::with_capacity(r.all.len() + 24);
+                    rendered.push_str(&r.all);
+                    render(&mut rendered, "direction", k.direction.as_str());
+                    ResolvedConn {
+                        rendered,
+                        remote: &k.remote,
+                        counts,
+                    }
+                })
+            })
+            .collect();
+        for (name, help, value) in CONN_COUNTERS {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for c in &conns {
+                counter(&mut m, &c.labels(), value(c.counts))?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "sonde_tcp_connections_failed",
+            "TCP connections that never established, by reason (refused, timeout, reset, \
+             host_unreachable, network_unreachable, aborted, errno_<n>)",
+            None,
+            MetricType::Counter,
+        )?;
+        let mut rendered = String::new();
+        for c in &conns {
+            for (reason, n) in &c.counts.failed {
+                rendered.clear();
+                rendered.push_str(&c.rendered);
+                render(&mut rendered, "remote", c.remote);
+                let labels = Labels {
+                    rendered: &rendered,
+                    key: "reason",
+                    value: reason,
+                };
+                counter(&mut m, &labels, *n)?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "sonde_tcp_connect_duration_seconds",
+            "Handshake time: SYN to established (outbound), first SYN received to established \
+             (inbound)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &conns {
+            histogram(&mut m, &c.labels(), &c.counts.connect, &CONNECT_BUCKETS)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "sonde_tcp_rtt_seconds",
+            "Smoothed round-trip time of each connection when it closed",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &conns {
+            histogram(&mut m, &c.labels(), &c.counts.rtt, &RTT_BUCKETS)?;
+        }
+        Ok(())
+    }
+
+    fn encode_health(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let none = Labels::NONE;
+        let h = self.health.snapshot().clone();
+        let mut m = encoder.encode_descriptor(
+            "sonde_events",
+            "Events delivered by the kernel and decoded, by type (process_found: found running \
+             at start-up)",
+            None,
+            MetricType::Counter,
+        )?;
+        let mut types: Vec<&str> = EVENT_TYPES.to_vec();
+        types.extend(h.events.keys().filter(|t| !EVENT_TYPES.contains(t)));
+        for t in types {
+            let v = h.events.get(t).copied().unwrap_or(0);
+            counter(&mut m, &Labels::one("type", t), v)?;
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "sonde_events_lost",
+            "Events lost, by reason: ringbuf_full_<kind> (kernel ring buffer full), \
+             decode_error, output_dropped (the event stream could not keep up)",
+            None,
+            MetricType::Counter,
+        )?;
+        for k in h.kernel.iter().filter(|k| k.loss) {
+            counter(&mut m, &Labels::one("reason", k.name), k.value)?;
+        }
+        counter(
+            &mut m,
+            &Labels::one("reason", "decode_error"),
+            h.decode_errors,
+        )?;
+        counter(
+            &mut m,
+            &Labels::one("reason", "output_dropped"),
+            h.output_dropped,
+        )?;
+
+        let mut m = encoder.encode_descriptor(
+            "sonde_events_degraded",
+            "Events delivered with less detail, by kernel counter: conn_map_full, \
+             conn_no_state, accept_no_state, read_failed",
+            None,
+            MetricType::Counter,
+        )?;
+        for k in h.kernel.iter().filter(|k| !k.loss) {
+            counter(&mut m, &Labels::one("reason", k.name), k.value)?;
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "sonde_probes",
+            "Hooks of each eBPF program, by state (attached, disabled, unavailable, failed)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (program, state, n) in &h.probes {
+            gauge(
+                &mut m,
+                &Labels {
+                    rendered: &format!("program=\"{program}\""),
+                    key: "state",
+                    value: state,
+                },
+                i64::from(*n),
+            )?;
+        }
+
+        let gauges: [(&str, &str, i64); 4] = [
+            (
+                "sonde_ring_buffer_size_bytes",
+                "Size of the kernel-to-agent ring buffer",
+                h.ring_buffer_bytes as i64,
+            ),
+            (
+                "sonde_process_table_entries",
+                "Processes in the agent's process table",
+                h.processes_known as i64,
+            ),
+            (
+                "sonde_cgroups_known",
+                "Cgroups in the agent's cgroup index",
+                h.cgroups_known as i64,
+            ),
+            (
+                "sonde_metrics_series",
+                "Label sets held by the metrics registry (workloads, connection keys, failure \
+                 reasons)",
+                self.registry.series() as i64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            gauge(&mut m, &none, v)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "sonde_metrics_series_limit",
+            "The configured max_series",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(&mut m, &none, self.registry.max_series() as i64)?;
+
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "sonde_process_table_evicted",
+                "Processes evicted from the full process table",
+                h.processes_evicted,
+            ),
+            (
+                "sonde_cgroups_evicted",
+                "Cgroups dropped from the index (removed past their grace period, or evicted)",
+                h.cgroups_evicted,
+            ),
+            (
+                "sonde_metrics_series_refused",
+                "New label sets refused because max_series was reached (their counts are lost)",
+                self.registry.refused(),
+            ),
+            (
+                "sonde_metrics_series_evicted",
+                "Label sets of idle workloads dropped to make room under max_series",
+                self.registry.evicted(),
+            ),
+            (
+                "sonde_metrics_publish_deferred",
+                "Times the pipeline postponed publishing counts because a scrape was encoding",
+                h.publish_deferred,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            counter(&mut m, &none, v)?;
+        }
+
+        if let Some(k) = self.health.kubelet() {
+            let unix = |t: Option<std::time::SystemTime>| {
+                t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0.0, |d| d.as_secs_f64())
+            };
+            let mut m = encoder.encode_descriptor(
+                "sonde_kubelet_sync_last_success_timestamp_seconds",
+                "When the kubelet pod list was last fetched successfully (Unix time; 0: never)",
+                None,
+                MetricType::Gauge,
+            )?;
+            gauge(&mut m, &none, unix(k.last_success))?;
+            let mut m = encoder.encode_descriptor(
+                "sonde_kubelet_sync_consecutive_failures",
+                "Failed kubelet fetches since the last success (0: healthy)",
+                None,
+                MetricType::Gauge,
+            )?;
+            gauge(&mut m, &none, i64::from(k.consecutive_failures))?;
+            let mut m = encoder.encode_descriptor(
+                "sonde_kubelet_syncs",
+                "Kubelet pod list fetches, by result",
+                None,
+                MetricType::Counter,
+            )?;
+            counter(&mut m, &Labels::one("result", "success"), k.successes)?;
+            counter(&mut m, &Labels::one("result", "failure"), k.failures)?;
+        }
+
+        if let Some(usage) = SelfUsage::read() {
+            let mut m = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(usage.cpu_seconds).encode(m.encode_family(&none)?)?;
+            let mut m = encoder.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                None,
+                MetricType::Gauge,
+            )?;
+            gauge(&mut m, &none, usage.resident_bytes as i64)?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for SondeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        self.encode_workloads(&mut encoder)?;
+        self.encode_health(&mut encoder)
+    }
+}

@@ -1,0 +1,302 @@
+//! What a series is about, and how it is named at scrape time.
+//!
+//! Series are keyed by [`WorkloadIdentity`]: what the cgroup path says (container id and
+//! runtime, pod UID, or systemd unit), known as soon as the kernel reports the event. The
+//! Kubernetes names (namespace, pod, container, owning workload) often arrive later; they are
+//! looked up by a [`LabelSource`] each time /metrics is scraped, so a series counted before its
+//! pod was known carries the pod's labels from the first scrape after it is (rule 6).
+//!
+//! The `remote` label of connection series comes from a [`RemoteResolver`] (service or pod
+//! names, supplied by the Kubernetes layer), else the address itself when it is in the
+//! configured allow-list, else `unknown`: a raw address never becomes a label value otherwise.
+
+use std::{net::IpAddr, sync::Arc};
+
+use super::cidr::IpCidr;
+use crate::{
+    kube::{PodStore, workload},
+    node::{cgroup::CgroupInfo, cgroup_path::Runtime},
+};
+
+/// The aggregation key of a workload: the identity labels its cgroup path gives. Processes of
+/// one container (or one systemd unit) in several cgroups add up to one workload; events whose
+/// cgroup is unknown, or names nothing, share the all-`None` identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WorkloadIdentity {
+    pub container_id: Option<Arc<str>>,
+    pub runtime: Option<Runtime>,
+    pub pod_uid: Option<Arc<str>>,
+    /// Only for host services (no container id).
+    pub systemd_unit: Option<Arc<str>>,
+}
+
+impl WorkloadIdentity {
+    pub fn from_cgroup(cgroup: Option<&CgroupInfo>) -> Self {
+        let Some(cg) = cgroup else {
+            return Self::default();
+        };
+        let id = &cg.identity;
+        Self {
+            container_id: id.container_id.as_deref().map(Arc::from),
+            runtime: id.runtime,
+            pod_uid: id.pod_uid.as_deref().map(Arc::from),
+            systemd_unit: if id.container_id.is_none() {
+                id.systemd_unit.as_deref().map(Arc::from)
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// The workload labels of a series, resolved at scrape time. Empty values are written as empty
+/// labels (which Prometheus treats as absent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadLabels {
+    pub container_id: Option<Arc<str>>,
+    pub runtime: Option<&'static str>,
+    pub pod_uid: Option<Arc<str>>,
+    pub namespace: Option<Arc<str>>,
+    pub pod: Option<Arc<str>>,
+    pub container: Option<Arc<str>>,
+    /// The pod's owner (Deployment, DaemonSet, StatefulSet, Job, …) name.
+    pub workload: Option<Arc<str>>,
+    pub systemd_unit: Option<Arc<str>>,
+}
+
+/// Label names of every workload series, in exposition order.
+pub const WORKLOAD_LABEL_NAMES: [&str; 8] = [
+    "container_id",
+    "runtime",
+    "pod_uid",
+    "namespace",
+    "pod",
+    "container",
+    "workload",
+    "systemd_unit",
+];
+
+impl WorkloadLabels {
+    /// The labels the cgroup path alone gives.
+    pub fn from_identity(id: &WorkloadIdentity) -> Self {
+        Self {
+            container_id: id.container_id.clone(),
+            runtime: id.runtime.map(Runtime::as_str),
+            pod_uid: id.pod_uid.clone(),
+            systemd_unit: id.systemd_unit.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// `(name, value)` pairs in [`WORKLOAD_LABEL_NAMES`] order.
+    pub fn pairs(&self) -> [(&'static str, &str); 8] {
+        fn v(o: &Option<Arc<str>>) -> &str {
+            o.as_deref().unwrap_or("")
+        }
+        [
+            ("container_id", v(&self.container_id)),
+            ("runtime", self.runtime.unwrap_or("")),
+            ("pod_uid", v(&self.pod_uid)),
+            ("namespace", v(&self.namespace)),
+            ("pod", v(&self.pod)),
+            ("container", v(&self.container)),
+            ("workload", v(&self.workload)),
+            ("systemd_unit", v(&self.systemd_unit)),
+        ]
+    }
+}
+
+/// Names workloads at scrape time. Called once per workload per scrape, from the HTTP server's
+/// thread: it must not block for long (a map lookup, not a request).
+pub trait LabelSource: Send + Sync + 'static {
+    fn labels(&self, workload: &WorkloadIdentity) -> WorkloadLabels;
+}
+
+/// The default: what the cgroup path says, nothing from Kubernetes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CgroupLabels;
+
+impl LabelSource for CgroupLabels {
+    fn labels(&self, workload: &WorkloadIdentity) -> WorkloadLabels {
+        WorkloadLabels::from_identity(workload)
+    }
+}
+
+/// The cgroup labels joined with the pod store: namespace, pod, container and owner by
+/// container id (else pod by pod UID).
+pub struct PodStoreLabels(pub Arc<PodStore>);
+
+impl LabelSource for PodStoreLabels {
+    fn labels(&self, workload: &WorkloadIdentity) -> WorkloadLabels {
+        let mut labels = WorkloadLabels::from_identity(workload);
+        let found = workload
+            .container_id
+            .as_deref()
+            .and_then(|id| self.0.lookup_container(id));
+        let pod = match &found {
+            Some(c) => {
+                labels.container = Some(Arc::from(c.container().name.as_str()));
+                Some(Arc::clone(&c.pod))
+            }
+            None => workload
+                .pod_uid
+                .as_deref()
+                .and_then(|uid| self.0.lookup_pod(uid)),
+        };
+        if let Some(pod) = pod {
+            labels.namespace = Some(Arc::from(pod.namespace.as_str()));
+            labels.pod = Some(Arc::from(pod.name.as_str()));
+            labels.pod_uid = Some(Arc::from(pod.uid.as_str()));
+            labels.workload = workload::workload(&pod).map(|(_, name)| Arc::from(name));
+        }
+        labels
+    }
+}
+
+/// Names the remote end of a connection: a service, a pod, `external`… `None` when it does not
+/// know the address. Called once per distinct address per publish (not per event).
+pub trait RemoteResolver: Send + Sync + 'static {
+    fn remote(&self, ip: IpAddr) -> Option<Arc<str>>;
+}
+
+impl<F> RemoteResolver for F
+where
+    F: Fn(IpAddr) -> Option<Arc<str>> + Send + Sync + 'static,
+{
+    fn remote(&self, ip: IpAddr) -> Option<Arc<str>> {
+        self(ip)
+    }
+}
+
+/// The `remote` label value: resolver, else allow-listed address, else `unknown`.
+pub struct RemoteLabeler {
+    resolver: Option<Arc<dyn RemoteResolver>>,
+    allowlist: Vec<IpCidr>,
+    unknown: Arc<str>,
+}
+
+impl RemoteLabeler {
+    pub fn new(resolver: Option<Arc<dyn RemoteResolver>>, allowlist: Vec<IpCidr>) -> Self {
+        Self {
+            resolver,
+            allowlist,
+            unknown: Arc::from("unknown"),
+        }
+    }
+
+    pub fn label(&self, ip: IpAddr) -> Arc<str> {
+        if let Some(name) = self.resolver.as_ref().and_then(|r| r.remote(ip)) {
+            return name;
+        }
+        if self.allowlist.iter().any(|net| net.contains(ip)) {
+            let ip = match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                v4 => v4,
+            };
+            return Arc::from(ip.to_string());
+        }
+        Arc::clone(&self.unknown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        kube::{
+            ContainerId, ContainerKind, ContainerMeta, ContainerState, OwnerRef, PodMeta, PodSource,
+        },
+        node::cgroup_path,
+    };
+
+    fn cgroup(path: &str) -> CgroupInfo {
+        CgroupInfo {
+            id: 7,
+            path: path.into(),
+            identity: cgroup_path::parse(path),
+        }
+    }
+
+    #[test]
+    fn identity_from_container_and_unit_paths() {
+        let ctr = "a".repeat(64);
+        let info = cgroup(&format!(
+            "/kubepods.slice/kubepods-pod11111111_2222_3333_4444_555555555555.slice/cri-containerd-{ctr}.scope"
+        ));
+        let id = WorkloadIdentity::from_cgroup(Some(&info));
+        assert_eq!(id.container_id.as_deref(), Some(ctr.as_str()));
+        assert_eq!(id.runtime, Some(Runtime::Containerd));
+        assert_eq!(
+            id.pod_uid.as_deref(),
+            Some("11111111-2222-3333-4444-555555555555")
+        );
+        assert_eq!(id.systemd_unit, None);
+        let unit = WorkloadIdentity::from_cgroup(Some(&cgroup("/system.slice/nginx.service")));
+        assert_eq!(unit.systemd_unit.as_deref(), Some("nginx.service"));
+        assert_eq!(
+            WorkloadIdentity::from_cgroup(None),
+            WorkloadIdentity::default()
+        );
+    }
+
+    #[test]
+    fn pod_store_labels_come_when_the_pod_is_known() {
+        let store = Arc::new(PodStore::new());
+        let source = PodStoreLabels(Arc::clone(&store));
+        let id = WorkloadIdentity {
+            container_id: Some(Arc::from("c0ffee")),
+            runtime: Some(Runtime::Containerd),
+            pod_uid: Some(Arc::from("uid-1")),
+            systemd_unit: None,
+        };
+        let before = source.labels(&id);
+        assert_eq!(before.pod, None);
+        assert_eq!(before.container_id.as_deref(), Some("c0ffee"));
+        store.replace(
+            PodSource::Kubelet,
+            vec![PodMeta {
+                namespace: "shop".into(),
+                name: "web-7d9f-abc".into(),
+                uid: "uid-1".into(),
+                labels: Default::default(),
+                owner: Some(OwnerRef {
+                    kind: "ReplicaSet".into(),
+                    name: "web-7d9f".into(),
+                }),
+                node_name: None,
+                static_pod: false,
+                phase: Default::default(),
+                host_network: false,
+                pod_ips: vec![],
+                containers: vec![ContainerMeta {
+                    name: "nginx".into(),
+                    kind: ContainerKind::Regular,
+                    id: ContainerId::parse("containerd://c0ffee"),
+                    previous_id: None,
+                    image: String::new(),
+                    image_id: String::new(),
+                    state: ContainerState::Running,
+                }],
+            }],
+        );
+        let after = source.labels(&id);
+        assert_eq!(after.namespace.as_deref(), Some("shop"));
+        assert_eq!(after.pod.as_deref(), Some("web-7d9f-abc"));
+        assert_eq!(after.container.as_deref(), Some("nginx"));
+        assert_eq!(after.workload.as_deref(), Some("web-7d9f"));
+    }
+
+    #[test]
+    fn remote_labels_never_leak_addresses_outside_the_allowlist() {
+        let plain = RemoteLabeler::new(None, vec![]);
+        assert_eq!(&*plain.label("10.1.2.3".parse().expect("ip")), "unknown");
+        let allowed = RemoteLabeler::new(None, vec!["10.1.0.0/16".parse().expect("cidr")]);
+        assert_eq!(&*allowed.label("10.1.2.3".parse().expect("ip")), "10.1.2.3");
+        assert_eq!(&*allowed.label("10.2.0.1".parse().expect("ip")), "unknown");
+        let resolver: Arc<dyn RemoteResolver> =
+            Arc::new(|ip: IpAddr| ip.is_loopback().then(|| Arc::<str>::from("localhost")));
+        let named = RemoteLabeler::new(Some(resolver), vec![]);
+        assert_eq!(&*named.label("127.0.0.1".parse().expect("ip")), "localhost");
+        assert_eq!(&*named.label("8.8.8.8".parse().expect("ip")), "unknown");
+    }
+}
