@@ -5,7 +5,7 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use sonde::{
     capture::CaptureOptions,
-    export::OutputFormat,
+    export::{OutputFormat, rotate::RotateOptions},
     logging::{self, LogFormat},
     node::{NodeOptions, hostfs::HostRoot},
     run::{RunOptions, run},
@@ -81,6 +81,15 @@ struct RunArgs {
     /// Write capture statistics (events, losses, probes) as JSON to this file when stopping.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// Write the NDJSON event stream to this file instead of stdout, rotated by size.
+    #[arg(long, value_name = "PATH")]
+    output_file: Option<PathBuf>,
+    /// Rotate the output file before it would exceed this size.
+    #[arg(long, default_value = "100MiB", value_parser = parse_size, requires = "output_file")]
+    output_rotate_size: u64,
+    /// Rotated output files kept (PATH.1 newest … PATH.N oldest).
+    #[arg(long, default_value_t = 5, requires = "output_file")]
+    output_rotate_keep: u32,
 }
 
 fn parse_ring_size(text: &str) -> Result<u32, String> {
@@ -106,6 +115,13 @@ fn main() -> ExitCode {
 }
 
 fn run_command(args: RunArgs) -> ExitCode {
+    if args.output_file.is_some() && args.output == Some(OutputFormat::Text) {
+        eprintln!(
+            "sonde: error: --output-file writes NDJSON only. Fix: drop `--output text`, or drop \
+             --output-file to read text on stdout"
+        );
+        return ExitCode::from(2);
+    }
     let output = args.output.unwrap_or(if std::io::stdout().is_terminal() {
         OutputFormat::Text
     } else {
@@ -128,6 +144,11 @@ fn run_command(args: RunArgs) -> ExitCode {
         summary: args.summary.then(|| std::io::stdout().is_terminal()),
         duration: args.duration,
         stats_file: args.stats_file,
+        output_file: args.output_file.map(|path| RotateOptions {
+            path,
+            max_bytes: args.output_rotate_size,
+            keep: args.output_rotate_keep,
+        }),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

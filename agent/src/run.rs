@@ -16,7 +16,12 @@ use crate::{
         RecordSink, decode::decode,
     },
     enrich,
-    export::{Context, OutputFormat, summary::Summary, writer::OutputWriter},
+    export::{
+        Context, OutputFormat,
+        rotate::{RotateError, RotateOptions, RotatingFile},
+        summary::Summary,
+        writer::OutputWriter,
+    },
     node::{self, Bootstrap, NodeModel, NodeOptions, cgroup::CgroupError},
 };
 
@@ -37,6 +42,8 @@ pub struct RunOptions {
     pub summary: Option<bool>,
     pub duration: Option<Duration>,
     pub stats_file: Option<PathBuf>,
+    /// NDJSON to a rotated file instead of the destination given to [`run`].
+    pub output_file: Option<RotateOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,8 @@ pub enum RunError {
     Node(#[from] CgroupError),
     #[error("event output failed: {0}")]
     Output(std::io::Error),
+    #[error(transparent)]
+    OutputFile(#[from] RotateError),
     #[error("cannot write statistics to {path}: {source}")]
     Stats {
         path: PathBuf,
@@ -61,7 +70,7 @@ impl RunError {
         match self {
             RunError::Capture(e) => e.exit_code(),
             RunError::Node(_) => 69,
-            RunError::Stats { .. } => 73,
+            RunError::Stats { .. } | RunError::OutputFile(_) => 73,
             _ => 1,
         }
     }
@@ -284,7 +293,15 @@ fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
 }
 
 /// Runs the agent until stopped; `dest` receives the event stream.
-pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunStats, RunError> {
+pub async fn run(
+    mut opts: RunOptions,
+    mut dest: Box<dyn Write + Send>,
+) -> Result<RunStats, RunError> {
+    if let Some(file) = opts.output_file.clone() {
+        // Opened before anything is attached: a bad path fails fast.
+        dest = Box::new(RotatingFile::open(file)?);
+        opts.output = OutputFormat::Json;
+    }
     let mut capture = Capture::start(&opts.capture)?;
     // Probes are attached: now look at what already exists (rule 5). The cgroup index is quick
     // and needed to attribute the first records; processes and sockets are scanned off the

@@ -2,6 +2,7 @@
 //! dedicated thread. Prometheus metrics and the status API plug in here.
 
 pub mod json;
+pub mod rotate;
 pub mod summary;
 pub mod text;
 pub mod writer;
