@@ -1,6 +1,8 @@
 //! Sinks for events: NDJSON and readable text on stdout (the event stream), written by a
 //! dedicated thread. Prometheus metrics and the status API plug in here.
 
+pub mod fanout;
+pub mod filter;
 pub mod json;
 pub mod rotate;
 pub mod summary;
