@@ -9,6 +9,7 @@
 //! - [`kube`]: Kubernetes pod metadata (kubelet client, pod store);
 //! - [`run`]: the `sonde run` pipeline tying them together.
 
+pub mod api;
 pub mod capture;
 pub mod clock;
 pub mod enrich;

@@ -1,10 +1,12 @@
 //! `sonde`: the command line. Parsing and dispatch only; the work lives in the library.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use sonde::{
+    api::{ApiOptions, DEFAULT_LISTEN},
     capture::CaptureOptions,
+    export::fanout::DEFAULT_MAX_SUBSCRIBERS,
     export::{OutputFormat, rotate::RotateOptions},
     logging::{self, LogFormat},
     node::{NodeOptions, hostfs::HostRoot},
@@ -90,6 +92,25 @@ struct RunArgs {
     /// Rotated output files kept (PATH.1 newest … PATH.N oldest).
     #[arg(long, default_value_t = 5, requires = "output_file")]
     output_rotate_keep: u32,
+    /// The HTTP API (GET /v1/events, GET /v1/status): an address to listen on, or `off`.
+    /// (Temporary flag: becomes `api.listen` in the configuration file.)
+    #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    api_listen: Listen,
+    /// Concurrent /v1/events readers; more get 503.
+    #[arg(long, default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
+    api_max_subscribers: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Listen(Option<SocketAddr>);
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text == "off" {
+        return Ok(Listen(None));
+    }
+    text.parse().map(|a| Listen(Some(a))).map_err(|_| {
+        format!("{text:?} is not an address to listen on: give IP:PORT (e.g. 127.0.0.1:9465, [::1]:9465) or off")
+    })
 }
 
 fn parse_ring_size(text: &str) -> Result<u32, String> {
@@ -148,6 +169,11 @@ fn run_command(args: RunArgs) -> ExitCode {
             path,
             max_bytes: args.output_rotate_size,
             keep: args.output_rotate_keep,
+        }),
+        api: args.api_listen.0.map(|listen| ApiOptions {
+            listen,
+            max_subscribers: args.api_max_subscribers,
+            ..ApiOptions::default()
         }),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

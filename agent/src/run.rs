@@ -4,13 +4,15 @@ use std::{
     collections::BTreeMap,
     io::Write,
     path::PathBuf,
-    time::{Duration, Instant},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::{
+    api::{self, ApiError, ApiOptions, ApiState},
     capture::{
         Capture, CaptureError, CaptureOptions, CounterValues, KernelCounters, ProbeStatus,
         RecordSink, decode::decode,
@@ -18,7 +20,10 @@ use crate::{
     enrich,
     export::{
         Context, OutputFormat,
+        fanout::StreamHub,
+        filter::FilterKeys,
         rotate::{RotateError, RotateOptions, RotatingFile},
+        status::{self, STATUS_INTERVAL, Status},
         summary::Summary,
         writer::OutputWriter,
     },
@@ -44,6 +49,8 @@ pub struct RunOptions {
     pub stats_file: Option<PathBuf>,
     /// NDJSON to a rotated file instead of the destination given to [`run`].
     pub output_file: Option<RotateOptions>,
+    /// The HTTP API (`/v1/events`, `/v1/status`); `None` turns it off.
+    pub api: Option<ApiOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,8 @@ pub enum RunError {
     Output(std::io::Error),
     #[error(transparent)]
     OutputFile(#[from] RotateError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
     #[error("cannot write statistics to {path}: {source}")]
     Stats {
         path: PathBuf,
@@ -71,6 +80,7 @@ impl RunError {
             RunError::Capture(e) => e.exit_code(),
             RunError::Node(_) => 69,
             RunError::Stats { .. } | RunError::OutputFile(_) => 73,
+            RunError::Api(_) => 75,
             _ => 1,
         }
     }
@@ -85,6 +95,8 @@ pub struct RunStats {
     pub decode_errors: u64,
     /// Events formatted but dropped because the output could not keep up.
     pub output_dropped: u64,
+    /// Event stream subscribers dropped for falling behind (their events are not in `lost`).
+    pub events_subscribers_dropped: u64,
     /// Non-zero kernel counters by name (losses and degraded records).
     pub kernel_counters: BTreeMap<&'static str, u64>,
     /// Everything lost on the way: kernel ring buffer + decode errors + output drops.
@@ -100,7 +112,7 @@ pub struct RunStats {
     pub processes_evicted: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct BootstrapStats {
     pub duration_ms: f64,
     pub processes_found: usize,
@@ -123,7 +135,13 @@ struct Pipeline<'a> {
     node: NodeModel,
     bootstrap: BootstrapState,
     bootstrap_stats: Option<BootstrapStats>,
-    summary: Option<(Summary, bool)>,
+    /// Per-workload counters: for `--summary` and the status API.
+    workloads: Option<Summary>,
+    /// `--summary`: draw the table instead of the event stream (`true`: redraw in place).
+    summary_clear: Option<bool>,
+    /// Event stream subscribers (the API's `/v1/events`).
+    hub: Option<StreamHub>,
+    status: Option<StatusPublisher>,
     format: OutputFormat,
     batch: Vec<u8>,
     batch_events: u64,
@@ -133,6 +151,17 @@ struct Pipeline<'a> {
     decode_errors: u64,
     last_check: Instant,
     last_lost: u64,
+}
+
+/// Publishes the status snapshot for `/v1/status` about once a second.
+struct StatusPublisher {
+    tx: watch::Sender<Arc<Status>>,
+    last: Option<Instant>,
+    started_at: SystemTime,
+    started: Instant,
+    max_subscribers: usize,
+    probes: Vec<ProbeStatus>,
+    missing_fields: Vec<String>,
 }
 
 impl Pipeline<'_> {
@@ -191,25 +220,42 @@ impl Pipeline<'_> {
             duration_ms = report.duration.as_secs_f64() * 1e3,
             "start-up scan merged"
         );
+        let stdout = self.summary_clear.is_none();
         for p in &report.processes {
             let cgroup = self.node.cgroup(p.cgroup_id);
             *self.events.entry("process_found").or_default() += 1;
-            if self.summary.is_none() {
+            if stdout {
                 self.ctx
                     .write_process_found(self.format, &mut self.batch, p, cgroup.as_deref());
                 self.batch_events += 1;
+            }
+            if let Some(hub) = &mut self.hub
+                && hub.wanted()
+            {
+                let out = hub.line_buffer();
+                self.ctx
+                    .write_process_found(OutputFormat::Json, out, p, cgroup.as_deref());
+                hub.commit_line("process_found", keys(&cgroup));
             }
         }
         for c in &report.conns {
             let cgroup = self.node.cgroup(c.cgroup_id);
             *self.events.entry("tcp_open").or_default() += 1;
-            match &mut self.summary {
-                Some((summary, _)) => summary.found_conn(cgroup.as_deref()),
-                None => {
-                    self.ctx
-                        .write_conn_found(self.format, &mut self.batch, c, cgroup.as_deref());
-                    self.batch_events += 1;
-                }
+            if let Some(w) = &mut self.workloads {
+                w.found_conn(cgroup.as_ref());
+            }
+            if stdout {
+                self.ctx
+                    .write_conn_found(self.format, &mut self.batch, c, cgroup.as_deref());
+                self.batch_events += 1;
+            }
+            if let Some(hub) = &mut self.hub
+                && hub.wanted()
+            {
+                let out = hub.line_buffer();
+                self.ctx
+                    .write_conn_found(OutputFormat::Json, out, c, cgroup.as_deref());
+                hub.commit_line("tcp_open", keys(&cgroup));
             }
         }
         self.bootstrap_stats = Some(BootstrapStats {
@@ -235,16 +281,31 @@ impl RecordSink for Pipeline<'_> {
                 if matches!(ev, crate::event::Event::Cgroup { .. }) {
                     return;
                 }
-                *self.events.entry(ev.type_name()).or_default() += 1;
-                match &mut self.summary {
-                    Some((summary, _)) => summary.record(&ev, &attr),
-                    None => {
-                        self.ctx.write(self.format, &mut self.batch, &ev, &attr);
-                        self.batch_events += 1;
-                        if self.batch.len() >= BATCH_BYTES {
-                            self.flush();
-                        }
+                let ty = ev.type_name();
+                *self.events.entry(ty).or_default() += 1;
+                if let Some(w) = &mut self.workloads {
+                    w.record(&ev, &attr);
+                }
+                let start = self.batch.len();
+                let stdout = self.summary_clear.is_none();
+                if stdout {
+                    self.ctx.write(self.format, &mut self.batch, &ev, &attr);
+                    self.batch_events += 1;
+                }
+                if let Some(hub) = &mut self.hub
+                    && hub.wanted()
+                {
+                    if stdout && self.format == OutputFormat::Json {
+                        // The same line: copy it rather than format it twice.
+                        hub.push_line(ty, &self.batch[start..], keys(&attr.cgroup));
+                    } else {
+                        let out = hub.line_buffer();
+                        self.ctx.write(OutputFormat::Json, out, &ev, &attr);
+                        hub.commit_line(ty, keys(&attr.cgroup));
                     }
+                }
+                if self.batch.len() >= BATCH_BYTES {
+                    self.flush();
                 }
             }
             Err(err) => {
@@ -258,11 +319,123 @@ impl RecordSink for Pipeline<'_> {
 
     fn end_batch(&mut self, _records: usize) {
         self.merge_bootstrap();
-        if let Some((summary, clear)) = &mut self.summary {
-            summary.render_due(&self.node, &mut self.batch, *clear);
+        if let Some(w) = &mut self.workloads {
+            w.set_now(SystemTime::now());
+            if let Some(clear) = self.summary_clear {
+                w.render_due(&self.node, &mut self.batch, clear);
+            }
         }
         self.flush();
+        if let Some(hub) = &mut self.hub {
+            hub.publish();
+        }
+        self.publish_status();
         self.check_losses();
+    }
+}
+
+/// The stream filter keys of an event attributed to `cgroup`. The Kubernetes names are set
+/// by the kube join (not wired yet).
+fn keys(cgroup: &Option<Arc<crate::node::cgroup::CgroupInfo>>) -> FilterKeys {
+    FilterKeys {
+        cgroup: cgroup.clone(),
+        kube: None,
+    }
+}
+
+impl Pipeline<'_> {
+    /// Publishes a status snapshot if one is due (every [`STATUS_INTERVAL`]).
+    fn publish_status(&mut self) {
+        let Some(publisher) = &self.status else {
+            return;
+        };
+        if publisher
+            .last
+            .is_some_and(|t| t.elapsed() < STATUS_INTERVAL)
+        {
+            return;
+        }
+        let snapshot = self.status_snapshot();
+        if let Some(publisher) = &mut self.status {
+            publisher.last = Some(Instant::now());
+            publisher.tx.send_replace(Arc::new(snapshot));
+        }
+    }
+
+    fn status_snapshot(&mut self) -> Status {
+        if let Some(w) = &mut self.workloads {
+            w.expire(&self.node);
+        }
+        let Some(publisher) = &self.status else {
+            return Status::default();
+        };
+        let kernel = self.counters.read();
+        let stream = self.hub.as_ref().map(|h| h.stats()).unwrap_or_default();
+        let output_dropped = self.writer.dropped_events;
+        let cgroups = self.node.cgroups.stats();
+        let processes = self.node.processes.stats();
+        let workloads = self
+            .workloads
+            .as_ref()
+            .map(|w| w.workloads(&self.node))
+            .unwrap_or_default();
+        let now = SystemTime::now();
+        Status {
+            agent: status::Health {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at: status::rfc3339(publisher.started_at),
+                generated_at: status::rfc3339(now),
+                uptime_seconds: publisher.started.elapsed().as_secs_f64(),
+                probes: status::Probes::from_list(&publisher.probes),
+                missing_kernel_fields: publisher.missing_fields.clone(),
+                events: self
+                    .events
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
+                lost: status::Lost {
+                    total: kernel.lost() + self.decode_errors + output_dropped,
+                    kernel: kernel.lost(),
+                    decode_errors: self.decode_errors,
+                    output_dropped,
+                    events_subscribers_dropped: stream.subscribers_dropped,
+                },
+                kernel_counters: kernel.named().map(|(k, v)| (k.to_string(), v)).collect(),
+                stream: status::StreamStatus {
+                    subscribers: stream.subscribers,
+                    max_subscribers: publisher.max_subscribers,
+                    events_subscribers_dropped: stream.subscribers_dropped,
+                    events_published: stream.events_published,
+                },
+                bootstrap: self
+                    .bootstrap_stats
+                    .as_ref()
+                    .map(|b| status::BootstrapStatus {
+                        duration_ms: b.duration_ms,
+                        processes_found: b.processes_found,
+                        connections_found: b.connections_found,
+                        unreadable_processes: b.unreadable_processes,
+                        socket_namespaces_failed: b.socket_namespaces_failed,
+                    }),
+                tables: status::Tables {
+                    processes: status::TableSize {
+                        entries: processes.entries,
+                        evicted: processes.evicted,
+                    },
+                    cgroups: status::TableSize {
+                        entries: cgroups.entries,
+                        evicted: cgroups.evicted,
+                    },
+                    workloads: status::TableSize {
+                        entries: self.workloads.as_ref().map_or(0, |w| w.len()),
+                        evicted: self.workloads.as_ref().map_or(0, |w| w.evicted),
+                    },
+                },
+                // Filled in by the Kubernetes metadata sources once they are wired.
+                metadata: status::Metadata::default(),
+            },
+            workloads: workloads.iter().map(status::WorkloadStatus::from).collect(),
+        }
     }
 }
 
@@ -302,6 +475,11 @@ pub async fn run(
         dest = Box::new(RotatingFile::open(file)?);
         opts.output = OutputFormat::Json;
     }
+    // The API port is bound before anything is attached: a taken port fails fast.
+    let api_listener = match &opts.api {
+        Some(api) => Some(api::bind(api).await?),
+        None => None,
+    };
     let mut capture = Capture::start(&opts.capture)?;
     // Probes are attached: now look at what already exists (rule 5). The cgroup index is quick
     // and needed to attribute the first records; processes and sockets are scanned off the
@@ -313,15 +491,45 @@ pub async fn run(
         let _ = bootstrap_tx.send(node::scan(&host));
     });
     let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
+    let probes = capture.probes.clone();
+    let missing_fields = capture.missing_fields.clone();
     let Capture {
         reader, counters, ..
     } = &mut capture;
+    let mut server = None;
+    let (hub, status) = match (&opts.api, api_listener) {
+        (Some(api), Some(listener)) => {
+            let (hub, handle) = StreamHub::new(api.subscriber_queue, api.max_subscribers);
+            let (tx, rx) = watch::channel(Arc::new(Status::default()));
+            server = Some(api::serve(
+                listener,
+                ApiState {
+                    stream: handle,
+                    status: rx,
+                },
+            ));
+            let publisher = StatusPublisher {
+                tx,
+                last: None,
+                started_at: SystemTime::now(),
+                started: Instant::now(),
+                max_subscribers: api.max_subscribers,
+                probes,
+                missing_fields,
+            };
+            (Some(hub), Some(publisher))
+        }
+        _ => (None, None),
+    };
     let mut pipeline = Pipeline {
         ctx: Context::new(),
         node,
         bootstrap: BootstrapState::Running(bootstrap_rx),
         bootstrap_stats: None,
-        summary: opts.summary.map(|clear| (Summary::default(), clear)),
+        workloads: (opts.summary.is_some() || status.is_some()).then(Summary::default),
+        summary_clear: opts.summary,
+        hub,
+        status,
         format: opts.output,
         batch: writer.buffer(),
         batch_events: 0,
@@ -332,6 +540,7 @@ pub async fn run(
         last_check: Instant::now(),
         last_lost: 0,
     };
+    pipeline.publish_status();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_stopper(opts.duration, stop_tx.clone());
@@ -351,7 +560,14 @@ pub async fn run(
     tracing::info!("capture running");
 
     let read = reader.run(&mut pipeline, stop_rx).await;
+    if let Some(server) = server {
+        server.abort();
+    }
     read.map_err(RunError::Reader)?;
+    let events_subscribers_dropped = pipeline
+        .hub
+        .as_ref()
+        .map_or(0, |h| h.stats().subscribers_dropped);
 
     let Pipeline {
         writer,
@@ -371,6 +587,7 @@ pub async fn run(
         events,
         decode_errors,
         output_dropped,
+        events_subscribers_dropped,
         kernel_counters: kernel.named().collect(),
         lost: kernel.lost() + decode_errors + output_dropped,
         probes: capture.probes.clone(),

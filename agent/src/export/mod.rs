@@ -5,6 +5,7 @@ pub mod fanout;
 pub mod filter;
 pub mod json;
 pub mod rotate;
+pub mod status;
 pub mod summary;
 pub mod text;
 pub mod writer;
