@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod capture;
+pub mod client;
 pub mod clock;
 pub mod enrich;
 pub mod event;

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use sonde::{
     api::{ApiOptions, DEFAULT_LISTEN},
     capture::CaptureOptions,
+    client::{self, StatusFormat, StatusOptions},
     export::fanout::DEFAULT_MAX_SUBSCRIBERS,
     export::{OutputFormat, rotate::RotateOptions},
     logging::{self, LogFormat},
@@ -41,6 +42,24 @@ struct Cli {
 enum Command {
     /// Capture process and TCP events on this host and stream them to stdout.
     Run(RunArgs),
+    /// Show a running agent's health and per-container / per-service table (GET /v1/status).
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The agent's API address (its api.listen / --api-listen).
+    #[arg(long, env = "SONDE_API", default_value = DEFAULT_LISTEN)]
+    api: SocketAddr,
+    /// Refresh every second (in place on a terminal).
+    #[arg(long)]
+    watch: bool,
+    /// A table for people, or the JSON document.
+    #[arg(long, value_enum, default_value = "table")]
+    output: StatusFormat,
+    /// Give up on an agent that does not answer within this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
 }
 
 #[derive(Args)]
@@ -132,6 +151,34 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Run(args) => run_command(args),
+        Command::Status(args) => status_command(args),
+    }
+}
+
+fn status_command(args: StatusArgs) -> ExitCode {
+    let opts = StatusOptions {
+        api: args.api,
+        watch: args.watch,
+        format: args.output,
+        clear: args.watch && std::io::stdout().is_terminal(),
+        timeout: args.timeout,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("sonde: cannot start the async runtime: {err}");
+            return ExitCode::from(70);
+        }
+    };
+    match runtime.block_on(client::run(opts, &mut std::io::stdout())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sonde: error: {err}");
+            ExitCode::from(err.exit_code())
+        }
     }
 }
 
