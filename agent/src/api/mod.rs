@@ -96,6 +96,7 @@ pub fn serve(listener: TcpListener, state: ApiState) -> JoinHandle<()> {
                     continue;
                 }
             };
+            limit_send_buffer(&stream);
             let state = state.clone();
             tokio::spawn(async move {
                 let kill = Arc::new(Notify::new());
@@ -119,6 +120,28 @@ pub fn serve(listener: TcpListener, state: ApiState) -> JoinHandle<()> {
             });
         }
     })
+}
+
+/// Kernel send buffer of an API connection. Bounded (no autotuning to megabytes), so a
+/// stalled event reader fills it quickly and is dropped by its queue instead of parking
+/// megabytes in the kernel; ample for loopback and LAN readers.
+const SEND_BUFFER: libc::c_int = 256 << 10;
+
+fn limit_send_buffer(stream: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&SEND_BUFFER as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(err = %std::io::Error::last_os_error(), "SO_SNDBUF not set");
+    }
 }
 
 fn plain(status: StatusCode, text: String) -> Response<ApiBody> {
@@ -151,8 +174,14 @@ fn handle(req: Request<Incoming>, state: &ApiState, kill: Arc<Notify>) -> Respon
     }
     match path {
         "/v1/status" => {
-            let status = Arc::clone(&state.status.borrow());
-            match serde_json::to_vec(&*status) {
+            // The snapshot is up to a second old; the stream's own counters are read live.
+            let mut status = Status::clone(&state.status.borrow());
+            let live = state.stream.stats();
+            status.agent.stream.subscribers = live.subscribers;
+            status.agent.stream.events_subscribers_dropped = live.subscribers_dropped;
+            status.agent.stream.events_published = live.events_published;
+            status.agent.lost.events_subscribers_dropped = live.subscribers_dropped;
+            match serde_json::to_vec(&status) {
                 Ok(json) => {
                     let mut resp = Response::new(ApiBody::full(json));
                     resp.headers_mut().insert(
