@@ -9,7 +9,9 @@
 //! - [`kube`]: Kubernetes pod metadata (kubelet client, pod store);
 //! - [`run`]: the `sonde run` pipeline tying them together.
 
+pub mod api;
 pub mod capture;
+pub mod client;
 pub mod clock;
 pub mod enrich;
 pub mod event;

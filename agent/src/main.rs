@@ -4,11 +4,12 @@ use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, tim
 
 use clap::{Args, Parser, Subcommand};
 use sonde::{
+    api::{ApiOptions, DEFAULT_LISTEN},
     capture::CaptureOptions,
-    export::{
-        OutputFormat,
-        metrics::{IpCidr, MetricsOptions},
-    },
+    client::{self, StatusFormat, StatusOptions},
+    export::fanout::DEFAULT_MAX_SUBSCRIBERS,
+    export::metrics::{IpCidr, MetricsOptions},
+    export::{OutputFormat, rotate::RotateOptions},
     kube::{KubeletConfig, detect},
     logging::{self, LogFormat},
     node::{NodeOptions, hostfs::HostRoot},
@@ -42,7 +43,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Capture process and TCP events on this host and stream them to stdout.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Show a running agent's health and per-container / per-service table (GET /v1/status).
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The agent's API address (its api.listen / --api-listen).
+    #[arg(long, env = "SONDE_API", default_value = DEFAULT_LISTEN)]
+    api: SocketAddr,
+    /// Refresh every second (in place on a terminal).
+    #[arg(long)]
+    watch: bool,
+    /// A table for people, or the JSON document.
+    #[arg(long, value_enum, default_value = "table")]
+    output: StatusFormat,
+    /// Give up on an agent that does not answer within this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
 }
 
 #[derive(Args)]
@@ -85,6 +104,22 @@ struct RunArgs {
     /// Write capture statistics (events, losses, probes) as JSON to this file when stopping.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// Write the NDJSON event stream to this file instead of stdout, rotated by size.
+    #[arg(long, value_name = "PATH")]
+    output_file: Option<PathBuf>,
+    /// Rotate the output file before it would exceed this size.
+    #[arg(long, default_value = "100MiB", value_parser = parse_size, requires = "output_file")]
+    output_rotate_size: u64,
+    /// Rotated output files kept (PATH.1 newest … PATH.N oldest).
+    #[arg(long, default_value_t = 5, requires = "output_file")]
+    output_rotate_keep: u32,
+    /// The HTTP API (GET /v1/events, GET /v1/status): an address to listen on, or `off`.
+    /// (Temporary flag: becomes `api.listen` in the configuration file.)
+    #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    api_listen: Listen,
+    /// Concurrent /v1/events readers; more get 503.
+    #[arg(long, default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
+    api_max_subscribers: usize,
     /// Serve Prometheus metrics at http://ADDR/metrics; `off` disables the endpoint.
     #[arg(long, env = "SONDE_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
     metrics_listen: Listen,
@@ -148,19 +183,15 @@ impl KubeletArgs {
     }
 }
 
-/// `--metrics-listen`: an address, or `off`.
 #[derive(Clone, Copy, Debug)]
-enum Listen {
-    Off,
-    On(SocketAddr),
-}
+struct Listen(Option<SocketAddr>);
 
 fn parse_listen(text: &str) -> Result<Listen, String> {
-    if text.eq_ignore_ascii_case("off") {
-        return Ok(Listen::Off);
+    if text == "off" {
+        return Ok(Listen(None));
     }
-    text.parse().map(Listen::On).map_err(|_| {
-        format!("{text:?} is not HOST:PORT (e.g. 127.0.0.1:9464, 0.0.0.0:9464, [::]:9464) or off")
+    text.parse().map(|a| Listen(Some(a))).map_err(|_| {
+        format!("{text:?} is not an address to listen on: give IP:PORT (e.g. 127.0.0.1:9465, [::1]:9465) or off")
     })
 }
 
@@ -182,11 +213,46 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     }
     match cli.command {
-        Command::Run(args) => run_command(args),
+        Command::Run(args) => run_command(*args),
+        Command::Status(args) => status_command(args),
+    }
+}
+
+fn status_command(args: StatusArgs) -> ExitCode {
+    let opts = StatusOptions {
+        api: args.api,
+        watch: args.watch,
+        format: args.output,
+        clear: args.watch && std::io::stdout().is_terminal(),
+        timeout: args.timeout,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("sonde: cannot start the async runtime: {err}");
+            return ExitCode::from(70);
+        }
+    };
+    match runtime.block_on(client::run(opts, &mut std::io::stdout())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sonde: error: {err}");
+            ExitCode::from(err.exit_code())
+        }
     }
 }
 
 fn run_command(args: RunArgs) -> ExitCode {
+    if args.output_file.is_some() && args.output == Some(OutputFormat::Text) {
+        eprintln!(
+            "sonde: error: --output-file writes NDJSON only. Fix: drop `--output text`, or drop \
+             --output-file to read text on stdout"
+        );
+        return ExitCode::from(2);
+    }
     let output = args.output.unwrap_or(if std::io::stdout().is_terminal() {
         OutputFormat::Text
     } else {
@@ -212,14 +278,21 @@ fn run_command(args: RunArgs) -> ExitCode {
         duration: args.duration,
         stats_file: args.stats_file,
         kubelet,
-        metrics: match args.metrics_listen {
-            Listen::Off => None,
-            Listen::On(listen) => Some(MetricsOptions {
-                listen,
-                max_series: args.metrics_max_series,
-                remote_ip_allowlist: args.metrics_remote_allow,
-            }),
-        },
+        metrics: args.metrics_listen.0.map(|listen| MetricsOptions {
+            listen,
+            max_series: args.metrics_max_series,
+            remote_ip_allowlist: args.metrics_remote_allow,
+        }),
+        output_file: args.output_file.map(|path| RotateOptions {
+            path,
+            max_bytes: args.output_rotate_size,
+            keep: args.output_rotate_keep,
+        }),
+        api: args.api_listen.0.map(|listen| ApiOptions {
+            listen,
+            max_subscribers: args.api_max_subscribers,
+            ..ApiOptions::default()
+        }),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,13 +4,15 @@ use std::{
     collections::BTreeMap,
     io::Write,
     path::PathBuf,
-    time::{Duration, Instant},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::{
+    api::{self, ApiError, ApiOptions, ApiState},
     capture::{
         Capture, CaptureError, CaptureOptions, CounterValues, KernelCounters, ProbeStatus,
         RecordSink, decode::decode,
@@ -18,10 +20,14 @@ use crate::{
     enrich::{self, KubeJoin},
     export::{
         Context, OutputFormat,
+        fanout::StreamHub,
+        filter::FilterKeys,
         metrics::{
             self, HealthSnapshot, Metrics, MetricsError, MetricsOptions, labels::PodStoreLabels,
             pipeline::PipelineMetrics,
         },
+        rotate::{RotateError, RotateOptions, RotatingFile},
+        status::{self, STATUS_INTERVAL, Status},
         summary::Summary,
         writer::OutputWriter,
     },
@@ -50,6 +56,10 @@ pub struct RunOptions {
     pub kubelet: Option<KubeletConfig>,
     /// Serve Prometheus metrics (`None`: no endpoint, no aggregation).
     pub metrics: Option<MetricsOptions>,
+    /// NDJSON to a rotated file instead of the destination given to [`run`].
+    pub output_file: Option<RotateOptions>,
+    /// The HTTP API (`/v1/events`, `/v1/status`); `None` turns it off.
+    pub api: Option<ApiOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +70,10 @@ pub enum RunError {
     Node(#[from] CgroupError),
     #[error("event output failed: {0}")]
     Output(std::io::Error),
+    #[error(transparent)]
+    OutputFile(#[from] RotateError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
     #[error("cannot write statistics to {path}: {source}")]
     Stats {
         path: PathBuf,
@@ -76,7 +90,8 @@ impl RunError {
         match self {
             RunError::Capture(e) => e.exit_code(),
             RunError::Node(_) => 69,
-            RunError::Stats { .. } => 73,
+            RunError::Stats { .. } | RunError::OutputFile(_) => 73,
+            RunError::Api(_) => 75,
             RunError::Metrics(_) => 78,
             _ => 1,
         }
@@ -92,6 +107,8 @@ pub struct RunStats {
     pub decode_errors: u64,
     /// Events formatted but dropped because the output could not keep up.
     pub output_dropped: u64,
+    /// Event stream subscribers dropped for falling behind (their events are not in `lost`).
+    pub events_subscribers_dropped: u64,
     /// Non-zero kernel counters by name (losses and degraded records).
     pub kernel_counters: BTreeMap<&'static str, u64>,
     /// Everything lost on the way: kernel ring buffer + decode errors + output drops.
@@ -109,7 +126,7 @@ pub struct RunStats {
     pub kubelet: Option<KubeletSyncState>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct BootstrapStats {
     pub duration_ms: f64,
     pub processes_found: usize,
@@ -133,7 +150,13 @@ struct Pipeline<'a> {
     kube: KubeJoin,
     bootstrap: BootstrapState,
     bootstrap_stats: Option<BootstrapStats>,
-    summary: Option<(Summary, bool)>,
+    /// Per-workload counters: for `--summary` and the status API.
+    workloads: Option<Summary>,
+    /// `--summary`: draw the table instead of the event stream (`true`: redraw in place).
+    summary_clear: Option<bool>,
+    /// Event stream subscribers (the API's `/v1/events`).
+    hub: Option<StreamHub>,
+    status: Option<StatusPublisher>,
     format: OutputFormat,
     batch: Vec<u8>,
     batch_events: u64,
@@ -144,6 +167,17 @@ struct Pipeline<'a> {
     last_check: Instant,
     last_lost: u64,
     metrics: Option<PipelineMetrics>,
+}
+
+/// Publishes the status snapshot for `/v1/status` about once a second.
+struct StatusPublisher {
+    tx: watch::Sender<Arc<Status>>,
+    last: Option<Instant>,
+    started_at: SystemTime,
+    started: Instant,
+    max_subscribers: usize,
+    probes: Vec<ProbeStatus>,
+    missing_fields: Vec<String>,
 }
 
 impl Pipeline<'_> {
@@ -202,13 +236,22 @@ impl Pipeline<'_> {
             duration_ms = report.duration.as_secs_f64() * 1e3,
             "start-up scan merged"
         );
+        let stdout = self.summary_clear.is_none();
         for p in &report.processes {
             let attr = self.kube.attribute_cgroup(&mut self.node, p.cgroup_id);
             *self.events.entry("process_found").or_default() += 1;
-            if self.summary.is_none() {
+            if stdout {
                 self.ctx
                     .write_process_found(self.format, &mut self.batch, p, &attr);
                 self.batch_events += 1;
+            }
+            if let Some(hub) = &mut self.hub
+                && hub.wanted()
+            {
+                let out = hub.line_buffer();
+                self.ctx
+                    .write_process_found(OutputFormat::Json, out, p, &attr);
+                hub.commit_line("process_found", keys(&attr));
             }
         }
         for c in &report.conns {
@@ -218,13 +261,20 @@ impl Pipeline<'_> {
                 m.acc
                     .found_conn(attr.cgroup.as_ref(), c.direction, c.remote.ip());
             }
-            match &mut self.summary {
-                Some((summary, _)) => summary.found_conn(&attr),
-                None => {
-                    self.ctx
-                        .write_conn_found(self.format, &mut self.batch, c, &attr);
-                    self.batch_events += 1;
-                }
+            if let Some(w) = &mut self.workloads {
+                w.found_conn(attr.cgroup.as_ref());
+            }
+            if stdout {
+                self.ctx
+                    .write_conn_found(self.format, &mut self.batch, c, &attr);
+                self.batch_events += 1;
+            }
+            if let Some(hub) = &mut self.hub
+                && hub.wanted()
+            {
+                let out = hub.line_buffer();
+                self.ctx.write_conn_found(OutputFormat::Json, out, c, &attr);
+                hub.commit_line("tcp_open", keys(&attr));
             }
         }
         self.bootstrap_stats = Some(BootstrapStats {
@@ -272,19 +322,34 @@ impl RecordSink for Pipeline<'_> {
                 if matches!(ev, crate::event::Event::Cgroup { .. }) {
                     return;
                 }
-                *self.events.entry(ev.type_name()).or_default() += 1;
+                let ty = ev.type_name();
+                *self.events.entry(ty).or_default() += 1;
                 if let Some(m) = &mut self.metrics {
                     m.acc.record(&ev, &attr);
                 }
-                match &mut self.summary {
-                    Some((summary, _)) => summary.record(&ev, &attr),
-                    None => {
-                        self.ctx.write(self.format, &mut self.batch, &ev, &attr);
-                        self.batch_events += 1;
-                        if self.batch.len() >= BATCH_BYTES {
-                            self.flush();
-                        }
+                if let Some(w) = &mut self.workloads {
+                    w.record(&ev, &attr);
+                }
+                let start = self.batch.len();
+                let stdout = self.summary_clear.is_none();
+                if stdout {
+                    self.ctx.write(self.format, &mut self.batch, &ev, &attr);
+                    self.batch_events += 1;
+                }
+                if let Some(hub) = &mut self.hub
+                    && hub.wanted()
+                {
+                    if stdout && self.format == OutputFormat::Json {
+                        // The same line: copy it rather than format it twice.
+                        hub.push_line(ty, &self.batch[start..], keys(&attr));
+                    } else {
+                        let out = hub.line_buffer();
+                        self.ctx.write(OutputFormat::Json, out, &ev, &attr);
+                        hub.commit_line(ty, keys(&attr));
                     }
+                }
+                if self.batch.len() >= BATCH_BYTES {
+                    self.flush();
                 }
             }
             Err(err) => {
@@ -298,10 +363,17 @@ impl RecordSink for Pipeline<'_> {
 
     fn end_batch(&mut self, _records: usize) {
         self.merge_bootstrap();
-        if let Some((summary, clear)) = &mut self.summary {
-            summary.render_due(&self.node, &mut self.batch, *clear);
+        if let Some(w) = &mut self.workloads {
+            w.set_now(SystemTime::now());
+            if let Some(clear) = self.summary_clear {
+                w.render_due(&self.node, &mut self.batch, clear);
+            }
         }
         self.flush();
+        if let Some(hub) = &mut self.hub {
+            hub.publish();
+        }
+        self.publish_status();
         self.check_losses();
         self.publish_metrics();
     }
@@ -314,6 +386,116 @@ async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
             s.recv().await;
         }
         None => std::future::pending::<()>().await,
+    }
+}
+
+/// The stream filter keys of an attributed event.
+fn keys(attr: &enrich::Attribution) -> FilterKeys {
+    FilterKeys {
+        cgroup: attr.cgroup.clone(),
+        kube: attr.pod.clone(),
+    }
+}
+
+impl Pipeline<'_> {
+    /// Publishes a status snapshot if one is due (every [`STATUS_INTERVAL`]).
+    fn publish_status(&mut self) {
+        let Some(publisher) = &self.status else {
+            return;
+        };
+        if publisher
+            .last
+            .is_some_and(|t| t.elapsed() < STATUS_INTERVAL)
+        {
+            return;
+        }
+        let snapshot = self.status_snapshot();
+        if let Some(publisher) = &mut self.status {
+            publisher.last = Some(Instant::now());
+            publisher.tx.send_replace(Arc::new(snapshot));
+        }
+    }
+
+    fn status_snapshot(&mut self) -> Status {
+        if let Some(w) = &mut self.workloads {
+            w.expire(&self.node);
+        }
+        let Some(publisher) = &self.status else {
+            return Status::default();
+        };
+        let kernel = self.counters.read();
+        let stream = self.hub.as_ref().map(|h| h.stats()).unwrap_or_default();
+        let output_dropped = self.writer.dropped_events;
+        let cgroups = self.node.cgroups.stats();
+        let processes = self.node.processes.stats();
+        let workloads = self
+            .workloads
+            .as_ref()
+            .map(|w| w.workloads(&self.node))
+            .unwrap_or_default();
+        let now = SystemTime::now();
+        Status {
+            agent: status::Health {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at: status::rfc3339(publisher.started_at),
+                generated_at: status::rfc3339(now),
+                uptime_seconds: publisher.started.elapsed().as_secs_f64(),
+                probes: status::Probes::from_list(&publisher.probes),
+                missing_kernel_fields: publisher.missing_fields.clone(),
+                events: self
+                    .events
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
+                lost: status::Lost {
+                    total: kernel.lost() + self.decode_errors + output_dropped,
+                    kernel: kernel.lost(),
+                    decode_errors: self.decode_errors,
+                    output_dropped,
+                    events_subscribers_dropped: stream.subscribers_dropped,
+                },
+                kernel_counters: kernel.named().map(|(k, v)| (k.to_string(), v)).collect(),
+                stream: status::StreamStatus {
+                    subscribers: stream.subscribers,
+                    max_subscribers: publisher.max_subscribers,
+                    events_subscribers_dropped: stream.subscribers_dropped,
+                    events_published: stream.events_published,
+                },
+                bootstrap: self
+                    .bootstrap_stats
+                    .as_ref()
+                    .map(|b| status::BootstrapStatus {
+                        duration_ms: b.duration_ms,
+                        processes_found: b.processes_found,
+                        connections_found: b.connections_found,
+                        unreadable_processes: b.unreadable_processes,
+                        socket_namespaces_failed: b.socket_namespaces_failed,
+                    }),
+                tables: status::Tables {
+                    processes: status::TableSize {
+                        entries: processes.entries,
+                        evicted: processes.evicted,
+                    },
+                    cgroups: status::TableSize {
+                        entries: cgroups.entries,
+                        evicted: cgroups.evicted,
+                    },
+                    workloads: status::TableSize {
+                        entries: self.workloads.as_ref().map_or(0, |w| w.len()),
+                        evicted: self.workloads.as_ref().map_or(0, |w| w.evicted),
+                    },
+                },
+                metadata: status::Metadata {
+                    kubelet: self
+                        .kube
+                        .kubelet
+                        .as_ref()
+                        .map(|k| status::SourceState::from_kubelet(&k.state())),
+                    apiserver: None,
+                },
+            },
+            workloads: workloads.iter().map(status::WorkloadStatus::from).collect(),
+        }
     }
 }
 
@@ -341,8 +523,20 @@ fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
 }
 
 /// Runs the agent until stopped; `dest` receives the event stream.
-pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunStats, RunError> {
-    // Bound first: a bad address fails before anything is loaded into the kernel.
+pub async fn run(
+    mut opts: RunOptions,
+    mut dest: Box<dyn Write + Send>,
+) -> Result<RunStats, RunError> {
+    if let Some(file) = opts.output_file.clone() {
+        // Opened before anything is attached: a bad path fails fast.
+        dest = Box::new(RotatingFile::open(file)?);
+        opts.output = OutputFormat::Json;
+    }
+    // Ports are bound before anything is attached: a taken port fails fast.
+    let api_listener = match &opts.api {
+        Some(api) => Some(api::bind(api).await?),
+        None => None,
+    };
     let listener = match &opts.metrics {
         Some(m) => Some((metrics::http::bind(m.listen).await?, Metrics::new(m))),
         None => None,
@@ -362,7 +556,7 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         std::sync::Arc::new(spawn_kubelet_source(config, std::sync::Arc::clone(&pods)))
     });
     let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
-    let (pipeline_metrics, server) = match listener {
+    let (pipeline_metrics, metrics_server) = match listener {
         Some((listener, metrics)) => {
             // Pod names are resolved at scrape time: series counted before the kubelet knew a
             // container are labelled as soon as it does (rule 6).
@@ -387,19 +581,50 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         None => (None, None),
     };
     let kube = KubeJoin {
-        pods,
+        pods: Arc::clone(&pods),
         kubelet: kubelet.clone(),
     };
+    let probes = capture.probes.clone();
+    let missing_fields = capture.missing_fields.clone();
     let Capture {
         reader, counters, ..
     } = &mut capture;
+    let mut server = None;
+    let (hub, status) = match (&opts.api, api_listener) {
+        (Some(api), Some(listener)) => {
+            let (hub, handle) = StreamHub::new(api.subscriber_queue, api.max_subscribers);
+            let (tx, rx) = watch::channel(Arc::new(Status::default()));
+            server = Some(api::serve(
+                listener,
+                ApiState {
+                    stream: handle,
+                    status: rx,
+                },
+            ));
+            let publisher = StatusPublisher {
+                tx,
+                last: None,
+                started_at: SystemTime::now(),
+                started: Instant::now(),
+                max_subscribers: api.max_subscribers,
+                probes,
+                missing_fields,
+            };
+            (Some(hub), Some(publisher))
+        }
+        _ => (None, None),
+    };
     let mut pipeline = Pipeline {
         ctx: Context::new(),
         node,
         kube,
         bootstrap: BootstrapState::Running(bootstrap_rx),
         bootstrap_stats: None,
-        summary: opts.summary.map(|clear| (Summary::default(), clear)),
+        workloads: (opts.summary.is_some() || status.is_some())
+            .then(|| Summary::with_pods(Arc::clone(&pods))),
+        summary_clear: opts.summary,
+        hub,
+        status,
         format: opts.output,
         batch: writer.buffer(),
         batch_events: 0,
@@ -411,6 +636,7 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         last_lost: 0,
         metrics: pipeline_metrics,
     };
+    pipeline.publish_status();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_stopper(opts.duration, stop_tx.clone());
@@ -433,7 +659,14 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
     if let Some(server) = server {
         server.abort();
     }
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     read.map_err(RunError::Reader)?;
+    let events_subscribers_dropped = pipeline
+        .hub
+        .as_ref()
+        .map_or(0, |h| h.stats().subscribers_dropped);
 
     let Pipeline {
         writer,
@@ -453,6 +686,7 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         events,
         decode_errors,
         output_dropped,
+        events_subscribers_dropped,
         kernel_counters: kernel.named().collect(),
         lost: kernel.lost() + decode_errors + output_dropped,
         probes: capture.probes.clone(),

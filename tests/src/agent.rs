@@ -6,6 +6,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read},
+    net::SocketAddr,
     os::unix::net::UnixDatagram,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -41,6 +42,7 @@ pub struct Agent {
     child: Child,
     /// Where it serves /metrics, once known (from its log).
     metrics: Option<std::net::SocketAddr>,
+    api: Option<SocketAddr>,
     events: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
@@ -57,9 +59,28 @@ pub struct Stopped {
 }
 
 impl Agent {
+    /// Starts `sonde run --output json` with its HTTP API on a free loopback port (see
+    /// [`Self::api`]) and `extra` arguments.
+    pub fn start_with_api(extra: &[&str]) -> Self {
+        let addr = crate::api::free_loopback_addr();
+        let listen = addr.to_string();
+        let mut args = vec!["--api-listen", listen.as_str()];
+        args.extend_from_slice(extra);
+        let mut agent = Self::start(&args);
+        agent.api = Some(addr);
+        agent
+    }
+
+    /// The API address of an agent started with [`Self::start_with_api`].
+    pub fn api(&self) -> SocketAddr {
+        self.api
+            .expect("this agent runs without its API: start it with Agent::start_with_api")
+    }
+
     /// Starts `sonde run --output json` with `extra` arguments and waits until it is capturing.
     /// Unless `extra` says otherwise, /metrics is served on a free loopback port (see
     /// [`Agent::metrics_addr`]), so agents of concurrent tests never collide.
+    /// The HTTP API is off unless `extra` sets `--api-listen` (tests run agents in parallel).
     pub fn start(extra: &[&str]) -> Self {
         crate::require_root();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -73,6 +94,11 @@ impl Agent {
             .args(["run", "--output", "json", "--drain-interval", "20ms"])
             .arg("--stats-file")
             .arg(&stats_file)
+            .args(if extra.contains(&"--api-listen") {
+                &[][..]
+            } else {
+                &["--api-listen", "off"][..]
+            })
             .args(extra)
             .args(if extra.contains(&"--metrics-listen") {
                 &[][..]
@@ -116,6 +142,7 @@ impl Agent {
         let mut agent = Agent {
             child,
             metrics: None,
+            api: None,
             events,
             stderr,
             readers: vec![out_reader, err_reader],
@@ -179,6 +206,17 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Resident memory of the agent now, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<agent>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<agent>/status")
     }
 
     /// Events received so far.

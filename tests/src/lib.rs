@@ -3,6 +3,7 @@
 //! a test kubelet over real HTTPS ([`kube_standin`]).
 
 pub mod agent;
+pub mod api;
 pub mod cgroup;
 pub mod events;
 pub mod kube_standin;

@@ -1,8 +1,12 @@
 //! Sinks for events: NDJSON and readable text on stdout (the event stream), written by a
 //! dedicated thread; Prometheus metrics ([`metrics`]). The status API plugs in here.
 
+pub mod fanout;
+pub mod filter;
 pub mod json;
 pub mod metrics;
+pub mod rotate;
+pub mod status;
 pub mod summary;
 pub mod text;
 pub mod writer;

@@ -5,12 +5,14 @@
 use std::{
     collections::HashMap,
     io::Write as _,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use crate::{
     enrich::Attribution,
     event::{ConnPhase, Event},
+    kube::{ContainerRef, PodStore},
     node::{NodeModel, cgroup::CgroupInfo},
 };
 
@@ -34,9 +36,15 @@ pub fn workload_label(cgroup: Option<&CgroupInfo>) -> String {
     }
 }
 
+/// Removed cgroups' rows with no open connection are forgotten after this long idle.
+const IDLE_EVICT: Duration = Duration::from_secs(300);
+/// At most this many rows (cgroups); beyond it the least recently active go first.
+const MAX_ROWS: usize = 20_000;
+
+/// Counters of one cgroup.
 #[derive(Clone, Debug, Default)]
 struct Row {
-    pod: Option<String>,
+    cgroup: Option<Arc<CgroupInfo>>,
     conns_open: u64,
     conns_opened: u64,
     conns_failed: u64,
@@ -46,34 +54,92 @@ struct Row {
     last_activity: Option<SystemTime>,
 }
 
-#[derive(Default)]
+/// One workload (container, host service or bare cgroup): its cgroups' counters added up.
+#[derive(Clone, Debug, Default)]
+pub struct Workload {
+    pub label: String,
+    /// One of the workload's cgroups (they share the identity that names the workload).
+    pub cgroup: Option<Arc<CgroupInfo>>,
+    /// The pod and container, when the Kubernetes metadata knows the container (looked up
+    /// when the table is read, so a pod that became known late is named).
+    pub pod: Option<ContainerRef>,
+    /// Processes alive now, from the process table.
+    pub processes: u64,
+    pub conns_open: u64,
+    pub conns_opened: u64,
+    pub conns_failed: u64,
+    pub execs: u64,
+    /// Bytes received and sent over connections that closed (counted at close).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub last_activity: Option<SystemTime>,
+}
+
+/// The per-workload table behind `sonde run --summary` and the status API. Rows are kept per
+/// cgroup id (a hash-map hit per event, no allocation) and added up by workload when read.
 pub struct Summary {
-    rows: HashMap<String, Row>,
+    rows: HashMap<u64, Row>,
+    /// Names containers' pods when the table is read.
+    pods: Option<Arc<PodStore>>,
     last_render: Option<Instant>,
+    /// The time stamped on activity: set once per drain, not read per event.
+    now: SystemTime,
+    /// Rows forgotten (idle removed cgroups, or over the bound).
+    pub evicted: u64,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self {
+            rows: HashMap::new(),
+            pods: None,
+            last_render: None,
+            now: SystemTime::now(),
+            evicted: 0,
+        }
+    }
 }
 
 impl Summary {
-    fn row(&mut self, attr: &Attribution) -> &mut Row {
-        let cgroup = attr.cgroup.as_deref();
-        let row = self.rows.entry(workload_label(cgroup)).or_default();
-        // The pod's name once the metadata knows it (it may arrive late), else its uid.
-        if let Some(p) = &attr.pod {
-            if row.pod.as_deref().is_none_or(|known| !known.contains('/')) {
-                row.pod = Some(format!("{}/{}", p.pod.namespace, p.pod.name));
-            }
-        } else if row.pod.is_none() {
-            row.pod = cgroup.and_then(|c| c.identity.pod_uid.clone());
+    /// A table whose containers are named from `pods` when read.
+    pub fn with_pods(pods: Arc<PodStore>) -> Self {
+        Self {
+            pods: Some(pods),
+            ..Self::default()
         }
-        row.last_activity = Some(SystemTime::now());
+    }
+
+    fn row(&mut self, cgroup: Option<&Arc<CgroupInfo>>) -> &mut Row {
+        let id = cgroup.map_or(0, |c| c.id);
+        let row = self.rows.entry(id).or_default();
+        if row.cgroup.is_none() {
+            row.cgroup = cgroup.cloned();
+        }
+        row.last_activity = Some(self.now);
         row
+    }
+
+    /// Sets the time stamped on the activity that follows (call once per drain).
+    pub fn set_now(&mut self, now: SystemTime) {
+        self.now = now;
+    }
+
+    /// Rows (cgroups) tracked.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
 
     /// Counts an attributed event.
     pub fn record(&mut self, ev: &Event, attr: &Attribution) {
+        let cgroup = attr.cgroup.as_ref();
         match ev {
-            Event::Exec(_) => self.row(attr).execs += 1,
+            Event::Exec(_) => self.row(cgroup).execs += 1,
             Event::Conn(c) => {
-                let row = self.row(attr);
+                let row = self.row(cgroup);
                 match c.phase {
                     ConnPhase::Open => {
                         row.conns_open += 1;
@@ -92,8 +158,77 @@ impl Summary {
     }
 
     /// A connection open at start-up.
-    pub fn found_conn(&mut self, attr: &Attribution) {
-        self.row(attr).conns_open += 1;
+    pub fn found_conn(&mut self, cgroup: Option<&Arc<CgroupInfo>>) {
+        self.row(cgroup).conns_open += 1;
+    }
+
+    /// Forgets rows of removed cgroups idle for [`IDLE_EVICT`] with nothing open, and the least
+    /// recently active beyond [`MAX_ROWS`].
+    pub fn expire(&mut self, node: &NodeModel) {
+        let before = self.rows.len();
+        let now = self.now;
+        self.rows.retain(|&id, row| {
+            let idle = row
+                .last_activity
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|d| d >= IDLE_EVICT);
+            !(id != 0 && idle && row.conns_open == 0 && node.cgroups.get(id).is_none())
+        });
+        if self.rows.len() > MAX_ROWS {
+            let mut by_age: Vec<(Option<SystemTime>, u64)> = self
+                .rows
+                .iter()
+                .map(|(id, r)| (r.last_activity, *id))
+                .collect();
+            by_age.sort_unstable();
+            for (_, id) in by_age.iter().take(self.rows.len() - MAX_ROWS) {
+                self.rows.remove(id);
+            }
+        }
+        self.evicted += (before - self.rows.len()) as u64;
+    }
+
+    /// The table by workload, sorted by label: counters of its cgroups added up, and processes
+    /// alive now from the node model.
+    pub fn workloads(&self, node: &NodeModel) -> Vec<Workload> {
+        let mut out: HashMap<String, Workload> = HashMap::new();
+        for row in self.rows.values() {
+            let label = workload_label(row.cgroup.as_deref());
+            let w = out.entry(label).or_default();
+            if w.cgroup.is_none() {
+                w.cgroup = row.cgroup.clone();
+            }
+            w.conns_open += row.conns_open;
+            w.conns_opened += row.conns_opened;
+            w.conns_failed += row.conns_failed;
+            w.execs += row.execs;
+            w.bytes_in += row.bytes_in;
+            w.bytes_out += row.bytes_out;
+            w.last_activity = w.last_activity.max(row.last_activity);
+        }
+        for p in node.processes.iter().filter(|p| p.exited_at.is_none()) {
+            let cgroup = node.cgroups.get(p.cgroup_id);
+            let w = out
+                .entry(workload_label(cgroup.map(|c| c.as_ref())))
+                .or_default();
+            if w.cgroup.is_none() {
+                w.cgroup = cgroup.cloned();
+            }
+            w.processes += 1;
+        }
+        let mut list: Vec<Workload> = out
+            .into_iter()
+            .map(|(label, mut w)| {
+                w.label = label;
+                w.pod = self.pods.as_ref().and_then(|pods| {
+                    let id = w.cgroup.as_ref()?.identity.container_id.as_deref()?;
+                    pods.lookup_container(id)
+                });
+                w
+            })
+            .collect();
+        list.sort_by(|a, b| a.label.cmp(&b.label));
+        list
     }
 
     /// Draws the table into `out` when a refresh is due; `clear` redraws in place (terminal).
@@ -102,14 +237,7 @@ impl Summary {
             return;
         }
         self.last_render = Some(Instant::now());
-        let mut procs: HashMap<String, u64> = HashMap::new();
-        for p in node.processes.iter().filter(|p| p.exited_at.is_none()) {
-            let label = workload_label(node.cgroups.get(p.cgroup_id).map(|c| c.as_ref()));
-            *procs.entry(label).or_default() += 1;
-        }
-        let mut labels: Vec<&String> = self.rows.keys().chain(procs.keys()).collect();
-        labels.sort();
-        labels.dedup();
+        let workloads = self.workloads(node);
         if clear {
             out.extend_from_slice(b"\x1b[H\x1b[2J");
         }
@@ -117,32 +245,34 @@ impl Summary {
             out,
             "{} — {} workloads",
             humantime::format_rfc3339_seconds(SystemTime::now()),
-            labels.len()
+            workloads.len()
         );
         let _ = writeln!(
             out,
             "{:<40} {:<36} {:>6} {:>6} {:>8} {:>6} {:>6} {:>10} {:>10} {:>9}",
             "WORKLOAD", "POD", "PROCS", "CONNS", "OPENED", "FAILED", "EXECS", "IN", "OUT", "LAST"
         );
-        let empty = Row::default();
-        for label in labels {
-            let row = self.rows.get(label).unwrap_or(&empty);
-            let last = row.last_activity.map_or("-".into(), |t| {
+        for w in &workloads {
+            let last = w.last_activity.map_or("-".into(), |t| {
                 let ago = SystemTime::now().duration_since(t).unwrap_or_default();
                 format!("{}s ago", ago.as_secs())
             });
+            let pod = match &w.pod {
+                Some(p) => Some(format!("{}/{}", p.pod.namespace, p.pod.name)),
+                None => w.cgroup.as_ref().and_then(|c| c.identity.pod_uid.clone()),
+            };
             let _ = writeln!(
                 out,
                 "{:<40} {:<36} {:>6} {:>6} {:>8} {:>6} {:>6} {:>10} {:>10} {:>9}",
-                truncate(label, 40),
-                row.pod.as_deref().unwrap_or("-"),
-                procs.get(label).copied().unwrap_or(0),
-                row.conns_open,
-                row.conns_opened,
-                row.conns_failed,
-                row.execs,
-                human_bytes(row.bytes_in),
-                human_bytes(row.bytes_out),
+                truncate(&w.label, 40),
+                pod.as_deref().unwrap_or("-"),
+                w.processes,
+                w.conns_open,
+                w.conns_opened,
+                w.conns_failed,
+                w.execs,
+                human_bytes(w.bytes_in),
+                human_bytes(w.bytes_out),
                 last
             );
         }
@@ -150,7 +280,7 @@ impl Summary {
     }
 }
 
-fn truncate(s: &str, n: usize) -> &str {
+pub fn truncate(s: &str, n: usize) -> &str {
     if s.len() <= n {
         return s;
     }
@@ -161,7 +291,7 @@ fn truncate(s: &str, n: usize) -> &str {
     &s[..cut]
 }
 
-fn human_bytes(n: u64) -> String {
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

@@ -1,0 +1,187 @@
+//! `sonde status`: a client of the agent's `GET /v1/status` (plain HTTP/1.1 to loopback, hyper
+//! client) that prints a `kubectl get`-like table, or the JSON document.
+
+pub mod table;
+
+use std::{io::Write, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::export::status::Status;
+
+/// A status document larger than this is refused (a node has thousands of workloads at most).
+const MAX_STATUS_BYTES: usize = 64 << 20;
+/// `--watch` refreshes this often.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// Health header and one row per container / host service.
+    Table,
+    /// The /v1/status document (pretty; one compact line per refresh with --watch).
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct StatusOptions {
+    pub api: SocketAddr,
+    pub watch: bool,
+    pub format: StatusFormat,
+    /// Redraw in place (ANSI clear) with --watch.
+    pub clear: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no Sonde agent answers on {addr}: is `sonde run` running? (api.listen) ({source})")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "the Sonde agent on {addr} did not answer within {timeout:?}. Fix: check the agent's logs \
+         (it may be overloaded or stopping), or raise --timeout"
+    )]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error(
+        "HTTP exchange with {addr} failed: {source}. Fix: is {addr} a Sonde agent's api.listen?"
+    )]
+    Http {
+        addr: SocketAddr,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{addr} answered {status} to GET /v1/status: {body}")]
+    Refused {
+        addr: SocketAddr,
+        status: StatusCode,
+        body: String,
+    },
+    #[error(
+        "{addr} sent a status document this sonde cannot read ({source}). Fix: use the sonde \
+         binary of the same version as the agent"
+    )]
+    Decode {
+        addr: SocketAddr,
+        source: serde_json::Error,
+    },
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl ClientError {
+    /// 69 (EX_UNAVAILABLE) when no agent answers, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Connect { .. } | ClientError::Timeout { .. } => 69,
+            _ => 1,
+        }
+    }
+}
+
+/// One `GET /v1/status`: the raw document.
+pub async fn fetch_raw(addr: SocketAddr, timeout: Duration) -> Result<Bytes, ClientError> {
+    tokio::time::timeout(timeout, fetch_inner(addr))
+        .await
+        .map_err(|_| ClientError::Timeout { addr, timeout })?
+}
+
+async fn fetch_inner(addr: SocketAddr) -> Result<Bytes, ClientError> {
+    let http = |e: Box<dyn std::error::Error + Send + Sync>| ClientError::Http { addr, source: e };
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| http(e.into()))?;
+    let conn = tokio::spawn(conn);
+    let req = Request::get("/v1/status")
+        .header(header::HOST, addr.to_string())
+        .header(header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| http(e.into()))?;
+    let resp = sender.send_request(req).await.map_err(|e| http(e.into()))?;
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), MAX_STATUS_BYTES)
+        .collect()
+        .await
+        .map_err(http)?
+        .to_bytes();
+    conn.abort();
+    if status != StatusCode::OK {
+        return Err(ClientError::Refused {
+            addr,
+            status,
+            body: String::from_utf8_lossy(&body).trim().to_string(),
+        });
+    }
+    Ok(body)
+}
+
+/// One `GET /v1/status`, parsed.
+pub async fn fetch(addr: SocketAddr, timeout: Duration) -> Result<Status, ClientError> {
+    let raw = fetch_raw(addr, timeout).await?;
+    serde_json::from_slice(&raw).map_err(|source| ClientError::Decode { addr, source })
+}
+
+/// Renders one refresh into `out`.
+async fn once(opts: &StatusOptions, out: &mut Vec<u8>) -> Result<(), ClientError> {
+    let raw = fetch_raw(opts.api, opts.timeout).await?;
+    let decode = |source| ClientError::Decode {
+        addr: opts.api,
+        source,
+    };
+    match opts.format {
+        StatusFormat::Json => {
+            // Printed as the agent sent it (fields this client does not know included).
+            let value: serde_json::Value = serde_json::from_slice(&raw).map_err(decode)?;
+            let text = if opts.watch {
+                serde_json::to_string(&value)
+            } else {
+                serde_json::to_string_pretty(&value)
+            };
+            out.extend_from_slice(text.map_err(decode)?.as_bytes());
+            out.push(b'\n');
+        }
+        StatusFormat::Table => {
+            let status: Status = serde_json::from_slice(&raw).map_err(decode)?;
+            table::render(&status, out);
+        }
+    }
+    Ok(())
+}
+
+/// `sonde status`: prints once, or every second with `watch` (an error is shown and retried
+/// then, e.g. while the agent restarts).
+pub async fn run(opts: StatusOptions, dest: &mut dyn Write) -> Result<(), ClientError> {
+    loop {
+        let mut out = Vec::new();
+        let result = once(&opts, &mut out).await;
+        if !opts.watch {
+            result?;
+            dest.write_all(&out)?;
+            dest.flush()?;
+            return Ok(());
+        }
+        let mut frame = Vec::new();
+        if opts.clear {
+            frame.extend_from_slice(b"\x1b[H\x1b[2J");
+        }
+        match result {
+            Ok(()) => frame.extend_from_slice(&out),
+            Err(err) => {
+                let _ = writeln!(frame, "sonde: {err} (retrying every second)");
+            }
+        }
+        if !opts.clear && opts.format == StatusFormat::Table {
+            frame.push(b'\n');
+        }
+        dest.write_all(&frame)?;
+        dest.flush()?;
+        tokio::time::sleep(WATCH_INTERVAL).await;
+    }
+}

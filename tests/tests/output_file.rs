@@ -1,0 +1,93 @@
+//! `--output-file` with a small `--output-rotate-size`: every line lands whole in exactly one
+//! file, no file passes the limit, only `--output-rotate-keep` rotated files remain, and the
+//! newest events are all there, in order (nothing lost at a rotation).
+
+use std::{process::Command, time::Duration};
+
+use serde_json::Value;
+use sonde_tests::agent::Agent;
+
+const LIMIT: usize = 8192;
+const KEEP: u32 = 3;
+
+fn rotated(path: &std::path::Path, n: u32) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{n}"));
+    name.into()
+}
+
+#[test]
+fn the_output_file_rotates_by_size_without_losing_or_splitting_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.ndjson");
+    let agent = Agent::start(&[
+        "--output-file",
+        path.to_str().expect("utf-8 path"),
+        "--output-rotate-size",
+        "8KiB",
+        "--output-rotate-keep",
+        &KEEP.to_string(),
+    ]);
+    // Sequential, so their exec events are in pid order of spawning.
+    let mut pids = Vec::new();
+    for _ in 0..150 {
+        let child = Command::new("/bin/true").spawn().expect("spawn /bin/true");
+        pids.push(child.id() as u64);
+        let mut child = child;
+        assert!(child.wait().expect("wait").success());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = agent.stop();
+    assert!(
+        stopped.events.is_empty(),
+        "stdout stays empty with --output-file"
+    );
+    stopped.assert_nothing_lost();
+
+    assert!(
+        !rotated(&path, KEEP + 1).exists(),
+        "more than {KEEP} rotated files"
+    );
+    let mut events: Vec<Value> = Vec::new();
+    for file in (1..=KEEP)
+        .rev()
+        .map(|n| rotated(&path, n))
+        .chain([path.clone()])
+    {
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!("{}: {e} (150 execs fill more than 4 files)", file.display())
+        });
+        assert!(
+            text.len() <= LIMIT,
+            "{} has {} bytes",
+            file.display(),
+            text.len()
+        );
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{} ends mid-line",
+            file.display()
+        );
+        for line in text.lines() {
+            events.push(serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("split or invalid line in {}: {e}: {line}", file.display())
+            }));
+        }
+    }
+    let seen: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "process_exec" && e["filename"] == "/bin/true")
+        .filter_map(|e| e["pid"].as_u64())
+        .filter(|pid| pids.contains(pid))
+        .collect();
+    assert!(
+        seen.len() >= 10,
+        "too few of the test's execs kept: {seen:?}"
+    );
+    // What the retained files hold is exactly the newest of the test's execs, in order.
+    assert_eq!(
+        seen,
+        pids[pids.len() - seen.len()..],
+        "a gap: events lost at a rotation"
+    );
+}

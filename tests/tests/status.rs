@@ -1,0 +1,163 @@
+//! `GET /v1/status` and `sonde status` against the real agent: a runc container that receives
+//! a connection is listed with its process count and exact bytes; `--output json` parses; no
+//! agent gives a clear error.
+
+use std::{
+    io::Write,
+    net::TcpStream,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use sonde_tests::{
+    agent::{Agent, sonde_bin},
+    api::{self, free_loopback_addr},
+    cgroup::{remove_everywhere, v2_root},
+    runc::{Bundle, container_id, listening, unique_id},
+};
+
+const SENT: usize = 10_000;
+
+fn server_port() -> u16 {
+    (0..200u16)
+        .map(|i| 26_500 + (std::process::id() as u16 % 5_000) + i * 7)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port")
+}
+
+fn sonde_status(addr: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(sonde_bin())
+        .args(["status", "--api", addr])
+        .args(extra)
+        .output()
+        .expect("run sonde status")
+}
+
+fn workload<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
+    status["workloads"]
+        .as_array()?
+        .iter()
+        .find(|w| w["container_id"] == id)
+}
+
+#[test]
+fn sonde_status_lists_the_container_with_its_processes_and_bytes() {
+    let top = format!("sonde-test-{}", unique_id("status"));
+    let id = container_id();
+    let path = format!("/{top}/system.slice/docker-{id}.scope");
+    let port = server_port();
+    let agent = Agent::start_with_api(&[]);
+    let addr = agent.api();
+    let script = format!("sleep 60 & sleep 60 & nc -l -p {port} > /dev/null; exec sleep 60");
+    let bundle = Bundle::new(&["/bin/sh", "-c", &script], &path);
+    let container = bundle.spawn(&unique_id("st"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listening(port) {
+        assert!(Instant::now() < deadline, "the container does not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(&[b'x'; SENT]).expect("send");
+    drop(stream);
+
+    // The container's processes, as the kernel sees them: its cgroup's member list.
+    let procs_file = v2_root().join(&path[1..]).join("cgroup.procs");
+    let members = || {
+        std::fs::read_to_string(&procs_file)
+            .map(|t| t.lines().count() as u64)
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (status, expected) = loop {
+        let s = api::status(addr);
+        let expected = members();
+        let w = workload(&s, &id);
+        let ready = w.is_some_and(|w| {
+            w["bytes_in"] == SENT as u64 && w["processes"] == expected && expected > 0
+        });
+        if ready || Instant::now() > deadline {
+            break (s, expected);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let w = workload(&status, &id).unwrap_or_else(|| panic!("container not listed: {status:#}"));
+    assert_eq!(w["processes"], expected, "{w:#}");
+    assert_eq!(w["bytes_in"], SENT as u64, "{w:#}");
+    assert_eq!(w["runtime"], "docker");
+    assert_eq!(w["kind"], "container");
+    assert_eq!(w["connections_opened"], 1, "{w:#}");
+    assert_eq!(w["connections_open"], 0, "{w:#}");
+    assert_eq!(w["cgroup_path"], path.as_str());
+    assert!(w["last_activity"].is_string());
+    let health = &status["agent"];
+    assert!(
+        health["probes"]["attached"].as_u64() >= Some(5),
+        "{health:#}"
+    );
+    assert!(health["uptime_seconds"].as_f64() > Some(0.0));
+    assert!(health["events"]["process_exec"].as_u64() >= Some(1));
+    assert!(health["metadata"]["kubelet"].is_null());
+
+    // The table: the container's row, by its short id, with its process count and bytes.
+    let out = sonde_status(&addr.to_string(), &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("Sonde "), "{text}");
+    assert!(text.contains("probes "), "{text}");
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("NAME"))
+        .unwrap_or_else(|| panic!("no header: {text}"));
+    for col in [
+        "NAMESPACE",
+        "RUNTIME",
+        "CONTAINER",
+        "PROCS",
+        "CONNS",
+        "BYTES IN",
+        "BYTES OUT",
+        "LAST ACTIVITY",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    let row = text
+        .lines()
+        .find(|l| l.contains(&format!(" {} ", &id[..12])))
+        .unwrap_or_else(|| panic!("no row for the container {}:\n{text}", &id[..12]));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[0], format!("docker:{}", &id[..12]), "{row}");
+    assert_eq!(cells[2], "docker", "{row}");
+    // PROCS CONNS BYTES-IN BYTES-OUT follow the CONTAINER column.
+    assert_eq!(cells[4], expected.to_string(), "{row}");
+    assert_eq!(cells[5], "0", "{row}");
+    assert_eq!(cells[6], "9.8KiB", "{row}");
+
+    // JSON output parses, and is the same document.
+    let out = sonde_status(&addr.to_string(), &["--output", "json"]);
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("sonde status --output json");
+    assert!(workload(&doc, &id).is_some(), "{doc:#}");
+
+    drop(container);
+    agent.stop().assert_nothing_lost();
+    remove_everywhere(&format!("{top}/system.slice/x"), "");
+}
+
+#[test]
+fn sonde_status_without_an_agent_names_the_address_and_the_fix() {
+    let addr = free_loopback_addr().to_string();
+    let out = sonde_status(&addr, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no Sonde agent answers on {addr}"))
+            && stderr.contains("is `sonde run` running?")
+            && stderr.contains("api.listen"),
+        "{stderr}"
+    );
+}
