@@ -11,6 +11,7 @@
 
 pub mod capture;
 pub mod clock;
+pub mod config;
 pub mod enrich;
 pub mod event;
 pub mod export;
