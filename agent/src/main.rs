@@ -1,14 +1,19 @@
 //! `sonde`: the command line. Parsing and dispatch only; the work lives in the library.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use sonde::{
-    capture::CaptureOptions,
-    export::OutputFormat,
+    config::{self, Config, ConfigError, ConfigFile, Loaded, Overrides},
+    export::{OutputFormat, file::RotatingFile},
     logging::{self, LogFormat},
-    node::{NodeOptions, hostfs::HostRoot},
-    run::{RunOptions, run},
+    run::run,
     units::parse_size,
 };
 
@@ -19,18 +24,13 @@ use sonde::{
     about = "eBPF node agent: process and TCP lifecycles, attributed"
 )]
 struct Cli {
-    /// Log level or tracing filter (error, warn, info, debug, trace, or e.g. "sonde=debug").
-    #[arg(long, global = true, env = "SONDE_LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    /// Log format on stderr.
-    #[arg(
-        long,
-        global = true,
-        env = "SONDE_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    log_format: LogFormat,
+    /// Log level or tracing filter (error, warn, info, debug, trace, or e.g. "sonde=debug");
+    /// key log.level, env SONDE_LOG_LEVEL. Default: info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log format on stderr; key log.format, env SONDE_LOG_FORMAT. Default: text.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,49 +38,191 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Capture process and TCP events on this host and stream them to stdout.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// The configuration: the effective values and where they come from, or the reference.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration of `sonde run` (file, environment and these flags)
+    /// and, for every key, where its value came from.
+    Show(Box<ShowArgs>),
+    /// Print the reference of every key (the content of docs/configuration.md).
+    Reference,
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Output format: readable lines, or NDJSON (one object per line). Default: text on a
-    /// terminal, json otherwise.
-    #[arg(long, env = "SONDE_OUTPUT", value_enum)]
+    /// Output format: readable lines, or NDJSON (one object per line); key output.format.
+    /// Default: text on a terminal, json otherwise.
+    #[arg(long, value_enum)]
     output: Option<OutputFormat>,
     /// Show a live per-container / per-service table (refreshed every second) instead of the
     /// event stream.
     #[arg(long)]
     summary: bool,
-    /// Where the host's / is mounted, when running in a container (e.g. /host with the host's
-    /// /proc and /sys/fs/cgroup under it).
-    #[arg(long, env = "SONDE_HOST_ROOT", default_value = "/")]
-    host_root: PathBuf,
     /// Stop after this long (e.g. 30s, 5m); default: run until SIGINT/SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Kernel ring buffer size (power of two, e.g. 8MiB).
-    #[arg(long, default_value = "2MiB", value_parser = parse_ring_size)]
-    ring_buffer_size: u32,
-    /// TCP connections tracked at once by the kernel (LRU).
-    #[arg(long, default_value_t = 65_536)]
-    max_connections: u32,
-    /// Bytes waiting in the ring buffer before the kernel wakes the agent.
-    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
-    wakeup_bytes: u64,
-    /// The agent drains the ring buffer at least this often.
-    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
-    drain_interval: Duration,
-    /// Kernel BTF file (default /sys/kernel/btf/vmlinux); for kernels built without BTF, give
-    /// the BTF of the exact kernel build, e.g. from BTFHub.
-    #[arg(long, env = "SONDE_BTF_PATH")]
-    btf_path: Option<PathBuf>,
-    /// Do not attach this program (repeatable): sonde_exec, sonde_fork, sonde_exit,
-    /// sonde_tcp_state, sonde_accept.
-    #[arg(long = "disable-probe", value_name = "PROGRAM")]
-    disabled_probes: Vec<String>,
     /// Write capture statistics (events, losses, probes) as JSON to this file when stopping.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    /// How to print it.
+    #[arg(long, value_enum, default_value = "yaml")]
+    output: ShowFormat,
+    /// The event format `sonde run --output` would be given (key output.format).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    event_output: Option<OutputFormat>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShowFormat {
+    Yaml,
+    Json,
+}
+
+/// The configuration file and the flags that override its keys (see docs/configuration.md).
+#[derive(Args)]
+struct ConfigArgs {
+    /// Configuration file (YAML). Default: /etc/sonde/sonde.yaml if it exists.
+    #[arg(long, env = config::CONFIG_ENV, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Set any configuration key, e.g. --set metrics.listen=0.0.0.0:9464 (repeatable; lists
+    /// comma-separated).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Where the host's / is mounted, when running in a container (e.g. /host with the host's
+    /// /proc and /sys/fs/cgroup under it); key node.host_root.
+    #[arg(long)]
+    host_root: Option<PathBuf>,
+    /// Kernel ring buffer size (power of two, e.g. 8MiB); key capture.ring_buffer_size.
+    #[arg(long, value_parser = parse_ring_size)]
+    ring_buffer_size: Option<u32>,
+    /// TCP connections tracked at once by the kernel (LRU); key capture.max_connections.
+    #[arg(long)]
+    max_connections: Option<u32>,
+    /// Bytes waiting in the ring buffer before the kernel wakes the agent; key
+    /// capture.wakeup_bytes.
+    #[arg(long, value_parser = parse_size)]
+    wakeup_bytes: Option<u64>,
+    /// The agent drains the ring buffer at least this often; key capture.drain_interval.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drain_interval: Option<Duration>,
+    /// Kernel BTF file (default /sys/kernel/btf/vmlinux); for kernels built without BTF, give
+    /// the BTF of the exact kernel build, e.g. from BTFHub; key capture.btf_path.
+    #[arg(long)]
+    btf_path: Option<PathBuf>,
+    /// Do not attach this program (repeatable): sonde_exec, sonde_fork, sonde_exit,
+    /// sonde_tcp_state, sonde_accept; key capture.disabled_probes.
+    #[arg(long = "disable-probe", value_name = "PROGRAM")]
+    disabled_probes: Vec<String>,
+    /// Write the event stream to this file instead of stdout; key output.file.
+    #[arg(long, value_name = "FILE")]
+    output_file: Option<PathBuf>,
+    /// This node's Kubernetes name; key node_name.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Base URL of the kubelet; key kubelet.url.
+    #[arg(long)]
+    kubelet_url: Option<String>,
+    /// Kubeconfig for the apiserver; key kubernetes.kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Metrics endpoint address; key metrics.listen.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// Status API address; key api.listen.
+    #[arg(long, value_name = "ADDR:PORT")]
+    api_listen: Option<SocketAddr>,
+}
+
+impl ConfigArgs {
+    /// The flags as the top configuration layer.
+    fn overrides(&self, cli: &Cli, output: Option<OutputFormat>) -> Overrides {
+        let mut o = Overrides::default();
+        for arg in &self.set {
+            o.set(arg.clone());
+        }
+        let path = |p: &PathBuf| p.display().to_string();
+        if let Some(v) = &cli.log_level {
+            o.flag("log.level", "--log-level", v.clone());
+        }
+        if let Some(v) = cli.log_format {
+            o.flag("log.format", "--log-format", value_name(v));
+        }
+        if let Some(v) = output {
+            o.flag("output.format", "--output", value_name(v));
+        }
+        if let Some(v) = &self.output_file {
+            o.flag("output.file", "--output-file", path(v));
+        }
+        if let Some(v) = self.ring_buffer_size {
+            o.flag("capture.ring_buffer_size", "--ring-buffer-size", v);
+        }
+        if let Some(v) = self.max_connections {
+            o.flag("capture.max_connections", "--max-connections", v);
+        }
+        if let Some(v) = self.wakeup_bytes {
+            o.flag("capture.wakeup_bytes", "--wakeup-bytes", v);
+        }
+        if let Some(v) = self.drain_interval {
+            let text = humantime::format_duration(v).to_string();
+            o.flag("capture.drain_interval", "--drain-interval", text);
+        }
+        if let Some(v) = &self.btf_path {
+            o.flag("capture.btf_path", "--btf-path", path(v));
+        }
+        if !self.disabled_probes.is_empty() {
+            o.flag(
+                "capture.disabled_probes",
+                "--disable-probe",
+                self.disabled_probes.clone(),
+            );
+        }
+        if let Some(v) = &self.host_root {
+            o.flag("node.host_root", "--host-root", path(v));
+        }
+        if let Some(v) = &self.node_name {
+            o.flag("node_name", "--node-name", v.clone());
+        }
+        if let Some(v) = &self.kubelet_url {
+            o.flag("kubelet.url", "--kubelet-url", v.clone());
+        }
+        if let Some(v) = &self.kubeconfig {
+            o.flag("kubernetes.kubeconfig", "--kubeconfig", path(v));
+        }
+        if let Some(v) = self.metrics_listen {
+            o.flag("metrics.listen", "--metrics-listen", v.to_string());
+        }
+        if let Some(v) = self.api_listen {
+            o.flag("api.listen", "--api-listen", v.to_string());
+        }
+        o
+    }
+
+    fn load(&self, cli: &Cli, output: Option<OutputFormat>) -> Result<Loaded, ConfigError> {
+        Config::load(
+            &ConfigFile::new(self.config.clone()),
+            &self.overrides(cli, output),
+        )
+    }
+}
+
+/// The word clap uses for an enum value (`text`, `json`).
+fn value_name(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }
 
 fn parse_ring_size(text: &str) -> Result<u32, String> {
@@ -94,41 +236,83 @@ fn parse_ring_size(text: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+fn config_error(err: &ConfigError) -> ExitCode {
+    eprintln!("sonde: {err}");
+    ExitCode::from(err.exit_code())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = logging::init(&cli.log_level, cli.log_format) {
-        eprintln!("sonde: {err}");
-        return ExitCode::from(64);
-    }
-    match cli.command {
-        Command::Run(args) => run_command(args),
+    match &cli.command {
+        Command::Run(args) => match args.config.load(&cli, args.output) {
+            Ok(loaded) => run_command(args, loaded),
+            Err(err) => config_error(&err),
+        },
+        Command::Config(ConfigCommand::Show(args)) => {
+            match args.config.load(&cli, args.event_output) {
+                Ok(loaded) => {
+                    let text = match args.output {
+                        ShowFormat::Yaml => config::show::to_yaml(&loaded),
+                        ShowFormat::Json => format!("{:#}\n", config::show::to_json(&loaded)),
+                    };
+                    print(&text)
+                }
+                Err(err) => config_error(&err),
+            }
+        }
+        Command::Config(ConfigCommand::Reference) => print(&config::show::reference()),
     }
 }
 
-fn run_command(args: RunArgs) -> ExitCode {
-    let output = args.output.unwrap_or(if std::io::stdout().is_terminal() {
-        OutputFormat::Text
-    } else {
-        OutputFormat::Json
-    });
-    let opts = RunOptions {
-        capture: CaptureOptions {
-            ring_buffer_bytes: args.ring_buffer_size,
-            max_connections: args.max_connections,
-            wakeup_bytes: args.wakeup_bytes,
-            drain_interval: args.drain_interval,
-            btf_path: args.btf_path,
-            disabled_probes: args.disabled_probes,
-        },
-        node: NodeOptions {
-            host: HostRoot::new(args.host_root),
-            ..NodeOptions::default()
-        },
-        output,
-        summary: args.summary.then(|| std::io::stdout().is_terminal()),
-        duration: args.duration,
-        stats_file: args.stats_file,
+fn print(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sonde: cannot write to stdout: {e}");
+            ExitCode::from(74)
+        }
+    }
+}
+
+fn run_command(args: &RunArgs, loaded: Loaded) -> ExitCode {
+    let config = &loaded.config;
+    if let Err(err) = logging::init(&config.log.level, config.log.format) {
+        eprintln!("sonde: {err}");
+        return ExitCode::from(64);
+    }
+    tracing::info!(
+        file = loaded.file.as_ref().map(|p| p.display().to_string()),
+        "configuration loaded"
+    );
+    for var in config::unknown_env_vars(std::env::vars_os().map(|(k, _)| k)) {
+        tracing::warn!(
+            variable = var,
+            "{var} is not a configuration variable and is ignored (see docs/configuration.md)"
+        );
+    }
+    let (dest, to_terminal): (Box<dyn Write + Send>, bool) = match &config.output.file {
+        Some(path) => {
+            let out = &config.output;
+            match RotatingFile::open(path, out.rotate_size, out.rotate_keep) {
+                Ok(f) => (Box::new(f), false),
+                Err(err) => {
+                    eprintln!(
+                        "sonde: cannot open the output file {}: {err}. Fix: create its \
+                         directory and make it writable, or change output.file",
+                        path.display()
+                    );
+                    return ExitCode::from(73);
+                }
+            }
+        }
+        None => (Box::new(std::io::stdout()), std::io::stdout().is_terminal()),
     };
+    let mut opts = config.run_options(to_terminal);
+    opts.summary = args.summary.then_some(to_terminal);
+    opts.duration = args.duration;
+    opts.stats_file = args.stats_file.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -141,7 +325,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    match runtime.block_on(run(opts, Box::new(std::io::stdout()))) {
+    match runtime.block_on(run(opts, dest)) {
         Ok(stats) => {
             tracing::info!(
                 events = stats.events.values().sum::<u64>(),
@@ -155,5 +339,47 @@ fn run_command(args: RunArgs) -> ExitCode {
             eprintln!("sonde: error: {err}");
             ExitCode::from(err.exit_code().clamp(1, 255) as u8)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every dedicated flag the reference documents exists on `sonde run` and `config show`.
+    #[test]
+    fn documented_flags_exist() {
+        let cmd = Cli::command();
+        for sub in [
+            cmd.find_subcommand("run").expect("run"),
+            cmd.find_subcommand("config")
+                .and_then(|c| c.find_subcommand("show"))
+                .expect("config show"),
+        ] {
+            let longs: Vec<String> = sub
+                .get_arguments()
+                .chain(cmd.get_arguments())
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .collect();
+            for key in config::schema::KEYS {
+                let Some(flag) = key.flag else { continue };
+                if sub.get_name() == "show" && flag == "--output" {
+                    continue; // `config show --event-output`: `--output` is the show format
+                }
+                assert!(
+                    longs.iter().any(|l| l == flag),
+                    "{} documents flag {flag}, which `sonde {}` lacks",
+                    key.path,
+                    sub.get_name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -165,9 +165,10 @@ pub fn merge(
             at: source.location(),
             key: key.map_or(path, |k| k.path).to_string(),
             reason,
-            expected: key.map_or_else(|| "a valid value".into(), |k| expected(k)),
+            expected: key.map_or_else(|| "a valid value".into(), expected),
         }
     };
+    let tree_copy = tree.clone();
     let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
         let path: Vec<String> = e
             .path()
@@ -177,7 +178,17 @@ pub fn merge(
                 _ => None,
             })
             .collect();
-        invalid(&path.join("."), e.inner().to_string(), &sources)
+        let path = path.join(".");
+        let message = e.inner().to_string();
+        // Serde's messages do not always show the value ("invalid socket address syntax").
+        let given = lookup(&tree_copy, &path);
+        let reason = match given {
+            Some(v) if !v.is_array() && !message.contains(&v.to_string()) => {
+                format!("{v}: {message}")
+            }
+            _ => message,
+        };
+        invalid(&path, reason, &sources)
     })?;
     if let Err((path, reason)) = config.validate() {
         return Err(invalid(path, reason, &sources));
@@ -264,4 +275,8 @@ fn set_path(tree: &mut Value, path: &str, value: Value) {
             .entry(part)
             .or_insert_with(|| Value::Object(Default::default()));
     }
+}
+
+fn lookup<'v>(tree: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.').try_fold(tree, |v, part| v.get(part))
 }

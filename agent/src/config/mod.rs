@@ -356,5 +356,20 @@ impl Config {
     }
 }
 
+/// `SONDE_*` variables among `names` that are not configuration keys (likely misspelt), for a
+/// warning. The build and test tools' own variables are not counted.
+pub fn unknown_env_vars(names: impl Iterator<Item = OsString>) -> Vec<String> {
+    const OTHERS: &[&str] = &[CONFIG_ENV, "SONDE_BIN", "SONDE_TOOLS_DIR"];
+    names
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| n.starts_with("SONDE_") && !OTHERS.contains(&n.as_str()))
+        .filter(|n| {
+            !schema::KEYS
+                .iter()
+                .any(|k| k.env() == *n || k.env_alias == Some(n.as_str()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

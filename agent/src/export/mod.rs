@@ -1,6 +1,7 @@
 //! Sinks for events: NDJSON and readable text on stdout (the event stream), written by a
 //! dedicated thread. Prometheus metrics and the status API plug in here.
 
+pub mod file;
 pub mod json;
 pub mod summary;
 pub mod text;
