@@ -304,6 +304,28 @@ impl Config {
                 ),
             ));
         }
+        let programs = || {
+            let mut names: Vec<&str> = crate::capture::probes::PROBES
+                .iter()
+                .map(|p| p.program)
+                .collect();
+            names.dedup();
+            names
+        };
+        if let Some(unknown) = self
+            .capture
+            .disabled_probes
+            .iter()
+            .find(|p| !programs().contains(&p.as_str()))
+        {
+            return Err((
+                "capture.disabled_probes",
+                format!(
+                    "no program is named {unknown:?} (programs: {})",
+                    programs().join(", ")
+                ),
+            ));
+        }
         if self.capture.max_connections == 0 {
             return Err(("capture.max_connections", "0 tracks nothing".into()));
         }

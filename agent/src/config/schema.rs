@@ -9,6 +9,8 @@ use serde_json::Value;
 pub enum Kind {
     Bool,
     Int,
+    /// A tracing filter: a level, or directives such as `sonde=debug,aya=info`.
+    Filter,
     Size,
     Duration,
     Str,
@@ -29,6 +31,9 @@ impl Kind {
         match self {
             Kind::Bool => "true or false".into(),
             Kind::Int => "a non-negative integer".into(),
+            Kind::Filter => {
+                "a level (error, warn, info, debug, trace) or a filter such as sonde=debug".into()
+            }
             Kind::Size => "a size such as 4096, 256KiB, 8MiB or 1GiB".into(),
             Kind::Duration => "a duration such as 50ms, 10s or 5m".into(),
             Kind::Str => "a string".into(),
@@ -45,6 +50,7 @@ impl Kind {
         match self {
             Kind::Bool => "bool".into(),
             Kind::Int => "integer".into(),
+            Kind::Filter => "level or filter".into(),
             Kind::Size => "size".into(),
             Kind::Duration => "duration".into(),
             Kind::Str => "string".into(),
@@ -253,7 +259,7 @@ pub static KEYS: &[Key] = &[
         "capture.disabled_probes",
         Kind::Strings,
         Some("--disable-probe"),
-        "Programs not to attach: sonde_exec, sonde_fork, sonde_exit, sonde_tcp_state, sonde_accept.",
+        "Programs not to attach: sonde_exec, sonde_fork, sonde_exit, sonde_cgroup_mkdir, sonde_cgroup_rmdir, sonde_tcp_state, sonde_accept.",
     ),
     alias(
         key(

@@ -349,3 +349,28 @@ fn docs_configuration_md_is_generated_from_the_code() {
          cargo run -p sonde -- config reference > docs/configuration.md"
     );
 }
+
+#[test]
+fn disabled_probes_are_known_programs_and_documented() {
+    let doc = schema::find("capture.disabled_probes").expect("key").doc;
+    for probe in crate::capture::probes::PROBES {
+        assert!(
+            doc.contains(probe.program),
+            "{} undocumented",
+            probe.program
+        );
+    }
+    let e = err(
+        "capture:\n  disabled_probes: [sonde_exec, sonde_exek]\n",
+        &[],
+        &Overrides::default(),
+    );
+    assert!(
+        e.starts_with("/etc/sonde/sonde.yaml:2:20: invalid value for \"capture.disabled_probes\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("\"sonde_exek\" (programs: sonde_exec, sonde_fork"),
+        "{e}"
+    );
+}
