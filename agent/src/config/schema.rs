@@ -185,7 +185,7 @@ const TEXT_JSON: &[&str] = &["text", "json"];
 pub static KEYS: &[Key] = &[
     key(
         "log.level",
-        Kind::Str,
+        Kind::Filter,
         Some("--log-level"),
         "Log level or tracing filter for the logs on stderr: error, warn, info, debug, trace, or e.g. `sonde=debug`.",
     ),
