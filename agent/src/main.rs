@@ -378,6 +378,69 @@ mod tests {
         }
     }
 
+    /// Each dedicated flag sets the key the reference says it sets.
+    #[test]
+    fn flags_set_their_documented_keys() {
+        let cli = Cli::try_parse_from([
+            "sonde",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+            "run",
+            "--output",
+            "json",
+            "--output-file",
+            "/tmp/events",
+            "--ring-buffer-size",
+            "8MiB",
+            "--max-connections",
+            "7",
+            "--wakeup-bytes",
+            "1KiB",
+            "--drain-interval",
+            "1s",
+            "--btf-path",
+            "/btf",
+            "--disable-probe",
+            "sonde_accept",
+            "--host-root",
+            "/host",
+            "--node-name",
+            "n1",
+            "--kubelet-url",
+            "https://k:10250",
+            "--kubeconfig",
+            "/kc",
+            "--metrics-listen",
+            "0.0.0.0:1",
+            "--api-listen",
+            "0.0.0.0:2",
+        ])
+        .expect("flags parse");
+        let Command::Run(args) = &cli.command else {
+            panic!("not run")
+        };
+        let overrides = args.config.overrides(&cli, args.output);
+        let loaded = config::load::merge(None, &|_| None, &overrides).expect("flags load");
+        for key in config::schema::KEYS {
+            if let Some(flag) = key.flag {
+                assert_eq!(
+                    loaded.source(key.path),
+                    Some(&config::Source::Flag(flag.into())),
+                    "{flag} should set {}",
+                    key.path
+                );
+            }
+        }
+        let c = &loaded.config;
+        assert_eq!(c.capture.ring_buffer_size, 8 << 20);
+        assert_eq!(c.capture.drain_interval, Duration::from_secs(1));
+        assert_eq!(c.capture.disabled_probes, ["sonde_accept"]);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.metrics.listen.to_string(), "0.0.0.0:1");
+    }
+
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();

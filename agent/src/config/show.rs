@@ -93,7 +93,8 @@ Every key can be set in four layers, each overriding the one before:
 
 `sonde config show [--config FILE] [--output yaml|json]` prints the effective configuration and,
 for every key, where its value came from (`default`, `file PATH:LINE`, `env SONDE_X`,
-`flag --x`). It takes the same flags as `sonde run`.
+`flag --x`). It takes the same flags as `sonde run` (`--event-output` stands for `--output`,
+which there chooses between YAML and JSON).
 
 Unknown keys and invalid values stop Sonde with exit code 78 (EX_CONFIG) and a message naming
 the file, line and column (or the environment variable, or the flag), and what is allowed:
