@@ -15,8 +15,10 @@ use crate::{
         Capture, CaptureError, CaptureOptions, CounterValues, KernelCounters, ProbeStatus,
         RecordSink, decode::decode,
     },
+    config::{ApiConfig, EventsConfig, KubernetesConfig, MetricsConfig},
     enrich,
     export::{Context, OutputFormat, summary::Summary, writer::OutputWriter},
+    kube::kubelet::KubeletConfig,
     node::{self, Bootstrap, NodeModel, NodeOptions, cgroup::CgroupError},
 };
 
@@ -37,6 +39,13 @@ pub struct RunOptions {
     pub summary: Option<bool>,
     pub duration: Option<Duration>,
     pub stats_file: Option<PathBuf>,
+    /// The configuration sections the later stages read (see `docs/configuration.md`).
+    pub node_name: Option<String>,
+    pub kubelet: KubeletConfig,
+    pub kubernetes: KubernetesConfig,
+    pub metrics: MetricsConfig,
+    pub api: ApiConfig,
+    pub events: EventsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

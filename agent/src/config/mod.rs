@@ -374,6 +374,12 @@ impl Config {
             summary: None,
             duration: None,
             stats_file: None,
+            node_name: self.node_name.clone(),
+            kubelet: self.kubelet.clone(),
+            kubernetes: self.kubernetes.clone(),
+            metrics: self.metrics.clone(),
+            api: self.api.clone(),
+            events: self.events.clone(),
         }
     }
 }

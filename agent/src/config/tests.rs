@@ -328,6 +328,8 @@ fn run_options_follow_the_config() {
     assert_eq!(run.node.host.root(), Path::new("/host"));
     assert_eq!(run.node.max_cgroups, 5);
     assert_eq!(run.output, crate::export::OutputFormat::Text);
+    assert_eq!(run.metrics, loaded.config.metrics);
+    assert_eq!(run.kubelet, loaded.config.kubelet);
     let auto = Config::default();
     assert_eq!(
         auto.run_options(true).output,
