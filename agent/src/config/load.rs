@@ -218,7 +218,7 @@ fn walk<'n>(
 ) -> Result<(), ConfigError> {
     let at = |pos: yaml::Pos| format!("{}:{}:{}", file.display(), pos.line, pos.col);
     let allowed = || schema::children(prefix).join(", ");
-    let Node::Map(entries, pos) = node else {
+    let Node::Map(entries, _) = node else {
         return Err(if prefix.is_empty() {
             ConfigError::Invalid {
                 at: at(node.pos()),
@@ -234,7 +234,6 @@ fn walk<'n>(
             }
         });
     };
-    let _ = pos;
     for (name, key_pos, value) in entries {
         let full = if prefix.is_empty() {
             name.clone()

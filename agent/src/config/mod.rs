@@ -53,7 +53,8 @@ pub struct Config {
     pub output: OutputConfig,
     pub capture: CaptureConfig,
     pub node: NodeConfig,
-    /// `node_name`; `None`: resolved from `NODE_NAME`'s absence, the kubeconfig, the hostname.
+    /// `node_name` (env `SONDE_NODE_NAME` or the downward API's `NODE_NAME`); `None`: the
+    /// kubelet kubeconfig's user, else the hostname (`kube::node::resolve_node_name`).
     pub node_name: Option<String>,
     pub kubelet: KubeletConfig,
     pub kubernetes: KubernetesConfig,
