@@ -376,3 +376,18 @@ fn disabled_probes_are_known_programs_and_documented() {
         "{e}"
     );
 }
+
+#[test]
+fn misspelt_sonde_variables_are_reported() {
+    let names = [
+        "SONDE_METRICS_LISEN",
+        "SONDE_METRICS_LISTEN",
+        "SONDE_OUTPUT",
+        "SONDE_CONFIG",
+        "SONDE_BIN",
+        "NODE_NAME",
+        "PATH",
+    ]
+    .map(OsString::from);
+    assert_eq!(unknown_env_vars(names.into_iter()), ["SONDE_METRICS_LISEN"]);
+}
