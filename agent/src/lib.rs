@@ -13,6 +13,7 @@ pub mod api;
 pub mod capture;
 pub mod client;
 pub mod clock;
+pub mod config;
 pub mod enrich;
 pub mod event;
 pub mod export;

@@ -1,19 +1,21 @@
 //! `sonde`: the command line. Parsing and dispatch only; the work lives in the library.
 
-use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use sonde::{
-    api::{ApiOptions, DEFAULT_LISTEN},
-    capture::CaptureOptions,
+    api::DEFAULT_LISTEN,
     client::{self, StatusFormat, StatusOptions},
-    export::fanout::DEFAULT_MAX_SUBSCRIBERS,
-    export::metrics::{IpCidr, MetricsOptions},
-    export::{OutputFormat, rotate::RotateOptions},
-    kube::{KubeletConfig, detect},
+    config::{self, Config, ConfigError, ConfigFile, Loaded, Overrides},
+    export::OutputFormat,
     logging::{self, LogFormat},
-    node::{NodeOptions, hostfs::HostRoot},
-    run::{RunOptions, run},
+    run::run,
     units::parse_size,
 };
 
@@ -24,18 +26,13 @@ use sonde::{
     about = "eBPF node agent: process and TCP lifecycles, attributed"
 )]
 struct Cli {
-    /// Log level or tracing filter (error, warn, info, debug, trace, or e.g. "sonde=debug").
-    #[arg(long, global = true, env = "SONDE_LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    /// Log format on stderr.
-    #[arg(
-        long,
-        global = true,
-        env = "SONDE_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    log_format: LogFormat,
+    /// Log level or tracing filter (error, warn, info, debug, trace, or e.g. "sonde=debug");
+    /// key log.level, env SONDE_LOG_LEVEL. Default: info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log format on stderr; key log.format, env SONDE_LOG_FORMAT. Default: text.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,6 +41,9 @@ struct Cli {
 enum Command {
     /// Capture process and TCP events on this host and stream them to stdout.
     Run(Box<RunArgs>),
+    /// The configuration: the effective values and where they come from, or the reference.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Show a running agent's health and per-container / per-service table (GET /v1/status).
     Status(StatusArgs),
 }
@@ -64,135 +64,259 @@ struct StatusArgs {
     timeout: Duration,
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration of `sonde run` (file, environment and these flags)
+    /// and, for every key, where its value came from.
+    Show(Box<ShowArgs>),
+    /// Print the reference of every key (the content of docs/configuration.md).
+    Reference,
+}
+
 #[derive(Args)]
 struct RunArgs {
-    /// Output format: readable lines, or NDJSON (one object per line). Default: text on a
-    /// terminal, json otherwise.
-    #[arg(long, env = "SONDE_OUTPUT", value_enum)]
+    /// Output format: readable lines, or NDJSON (one object per line); key output.format.
+    /// Default: text on a terminal, json otherwise.
+    #[arg(long, value_enum)]
     output: Option<OutputFormat>,
     /// Show a live per-container / per-service table (refreshed every second) instead of the
     /// event stream.
     #[arg(long)]
     summary: bool,
-    /// Where the host's / is mounted, when running in a container (e.g. /host with the host's
-    /// /proc and /sys/fs/cgroup under it).
-    #[arg(long, env = "SONDE_HOST_ROOT", default_value = "/")]
-    host_root: PathBuf,
     /// Stop after this long (e.g. 30s, 5m); default: run until SIGINT/SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Kernel ring buffer size (power of two, e.g. 8MiB).
-    #[arg(long, default_value = "2MiB", value_parser = parse_ring_size)]
-    ring_buffer_size: u32,
-    /// TCP connections tracked at once by the kernel (LRU).
-    #[arg(long, default_value_t = 65_536)]
-    max_connections: u32,
-    /// Bytes waiting in the ring buffer before the kernel wakes the agent.
-    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
-    wakeup_bytes: u64,
-    /// The agent drains the ring buffer at least this often.
-    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
-    drain_interval: Duration,
-    /// Kernel BTF file (default /sys/kernel/btf/vmlinux); for kernels built without BTF, give
-    /// the BTF of the exact kernel build, e.g. from BTFHub.
-    #[arg(long, env = "SONDE_BTF_PATH")]
-    btf_path: Option<PathBuf>,
-    /// Do not attach this program (repeatable): sonde_exec, sonde_fork, sonde_exit,
-    /// sonde_tcp_state, sonde_accept.
-    #[arg(long = "disable-probe", value_name = "PROGRAM")]
-    disabled_probes: Vec<String>,
     /// Write capture statistics (events, losses, probes) as JSON to this file when stopping.
     #[arg(long)]
     stats_file: Option<PathBuf>,
-    /// Write the NDJSON event stream to this file instead of stdout, rotated by size.
-    #[arg(long, value_name = "PATH")]
-    output_file: Option<PathBuf>,
-    /// Rotate the output file before it would exceed this size.
-    #[arg(long, default_value = "100MiB", value_parser = parse_size, requires = "output_file")]
-    output_rotate_size: u64,
-    /// Rotated output files kept (PATH.1 newest … PATH.N oldest).
-    #[arg(long, default_value_t = 5, requires = "output_file")]
-    output_rotate_keep: u32,
-    /// The HTTP API (GET /v1/events, GET /v1/status): an address to listen on, or `off`.
-    /// (Temporary flag: becomes `api.listen` in the configuration file.)
-    #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
-    api_listen: Listen,
-    /// Concurrent /v1/events readers; more get 503.
-    #[arg(long, default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
-    api_max_subscribers: usize,
-    /// Serve Prometheus metrics at http://ADDR/metrics; `off` disables the endpoint.
-    #[arg(long, env = "SONDE_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
-    metrics_listen: Listen,
-    /// Metrics label sets kept at most (workloads, connection keys, failure reasons).
-    #[arg(long, default_value_t = sonde::export::metrics::DEFAULT_MAX_SERIES)]
-    metrics_max_series: usize,
-    /// Remote addresses in this network (CIDR, repeatable) appear in the `remote` label.
-    #[arg(long = "metrics-remote-allow", value_name = "CIDR")]
-    metrics_remote_allow: Vec<IpCidr>,
     #[command(flatten)]
-    kubelet: KubeletArgs,
+    config: ConfigArgs,
 }
 
-/// The kubelet pod source (`kubelet.*` keys).
 #[derive(Args)]
-struct KubeletArgs {
-    /// Fetch pod metadata from the kubelet: true, false; default: when this host looks like a
-    /// Kubernetes node (in a pod, NODE_NAME set, a service-account token, /var/lib/kubelet).
-    #[arg(long = "kubelet-enabled", env = "SONDE_KUBELET_ENABLED")]
-    enabled: Option<bool>,
-    /// Kubelet base URL (default https://$NODE_IP:10250, else https://<node name>:10250).
-    #[arg(long = "kubelet-url", env = "SONDE_KUBELET_URL")]
-    url: Option<String>,
-    /// Bearer token file (default: the service-account token).
-    #[arg(long = "kubelet-token-file", env = "SONDE_KUBELET_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// CA bundle that signed the kubelet's certificate (default: the service-account ca.crt).
-    #[arg(long = "kubelet-ca-file", env = "SONDE_KUBELET_CA_FILE")]
-    ca_file: Option<PathBuf>,
-    /// Verify the kubelet's certificate (false is logged as a warning).
-    #[arg(long = "kubelet-tls-verify", env = "SONDE_KUBELET_TLS_VERIFY")]
-    tls_verify: Option<bool>,
+struct ShowArgs {
+    /// How to print it.
+    #[arg(long, value_enum, default_value = "yaml")]
+    output: ShowFormat,
+    /// The event format `sonde run --output` would be given (key output.format).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    event_output: Option<OutputFormat>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
-impl KubeletArgs {
-    /// The kubelet configuration, or `None` when the source is off.
-    fn resolve(self, host: &HostRoot) -> Option<KubeletConfig> {
-        let mut config = KubeletConfig::default();
-        config.enabled = self.enabled;
-        config.url = self.url.or(config.url);
-        config.token_file = self.token_file.or(config.token_file);
-        config.ca_file = self.ca_file.or(config.ca_file);
-        config.tls_verify = self.tls_verify.unwrap_or(config.tls_verify);
-        let enabled = match config.enabled {
-            Some(on) => on,
-            None if config.url.is_some() => true,
-            None => match detect::kubernetes_node(host, config.token_file.as_deref()) {
-                Some(reason) => {
-                    tracing::info!(%reason, "Kubernetes node detected: kubelet metadata on");
-                    true
-                }
-                None => {
-                    tracing::info!(
-                        "no Kubernetes detected: running without pod metadata (kubelet.enabled)"
-                    );
-                    false
-                }
-            },
-        };
-        enabled.then_some(config)
-    }
+#[derive(Clone, Copy, ValueEnum)]
+enum ShowFormat {
+    Yaml,
+    Json,
 }
 
+/// The configuration file and the flags that override its keys (see docs/configuration.md).
+#[derive(Args)]
+struct ConfigArgs {
+    /// Configuration file (YAML). Default: /etc/sonde/sonde.yaml if it exists.
+    #[arg(long, env = config::CONFIG_ENV, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Set any configuration key, e.g. --set metrics.listen=0.0.0.0:9464 (repeatable; lists
+    /// comma-separated).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Where the host's / is mounted, when running in a container (e.g. /host with the host's
+    /// /proc and /sys/fs/cgroup under it); key node.host_root.
+    #[arg(long)]
+    host_root: Option<PathBuf>,
+    /// Kernel ring buffer size (power of two, e.g. 8MiB); key capture.ring_buffer_size.
+    #[arg(long, value_parser = parse_ring_size)]
+    ring_buffer_size: Option<u32>,
+    /// TCP connections tracked at once by the kernel (LRU); key capture.max_connections.
+    #[arg(long)]
+    max_connections: Option<u32>,
+    /// Bytes waiting in the ring buffer before the kernel wakes the agent; key
+    /// capture.wakeup_bytes.
+    #[arg(long, value_parser = parse_size)]
+    wakeup_bytes: Option<u64>,
+    /// The agent drains the ring buffer at least this often; key capture.drain_interval.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drain_interval: Option<Duration>,
+    /// Kernel BTF file (default /sys/kernel/btf/vmlinux); for kernels built without BTF, give
+    /// the BTF of the exact kernel build, e.g. from BTFHub; key capture.btf_path.
+    #[arg(long)]
+    btf_path: Option<PathBuf>,
+    /// Do not attach this program (repeatable): sonde_exec, sonde_fork, sonde_exit,
+    /// sonde_tcp_state, sonde_accept; key capture.disabled_probes.
+    #[arg(long = "disable-probe", value_name = "PROGRAM")]
+    disabled_probes: Vec<String>,
+    /// Write the event stream (NDJSON) to this file instead of stdout; key output.file.
+    #[arg(long, value_name = "FILE")]
+    output_file: Option<PathBuf>,
+    /// Rotate the output file before it would pass this size; key output.rotate_size.
+    #[arg(long, value_parser = parse_size)]
+    output_rotate_size: Option<u64>,
+    /// Rotated output files kept; key output.rotate_keep.
+    #[arg(long)]
+    output_rotate_keep: Option<u32>,
+    /// This node's Kubernetes name; key node_name.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Fetch pod metadata from the kubelet (true, false; default: when the host looks like a
+    /// Kubernetes node); key kubelet.enabled.
+    #[arg(long)]
+    kubelet_enabled: Option<bool>,
+    /// Base URL of the kubelet; key kubelet.url.
+    #[arg(long)]
+    kubelet_url: Option<String>,
+    /// Bearer token file for the kubelet; key kubelet.token_file.
+    #[arg(long, value_name = "FILE")]
+    kubelet_token_file: Option<PathBuf>,
+    /// CA bundle of the kubelet's serving certificate; key kubelet.ca_file.
+    #[arg(long, value_name = "FILE")]
+    kubelet_ca_file: Option<PathBuf>,
+    /// Kubeconfig for the apiserver; key kubernetes.kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Metrics endpoint address, or `off`; key metrics.listen (`off`: metrics.enabled=false).
+    #[arg(long, value_name = "ADDR:PORT|off", value_parser = parse_listen)]
+    metrics_listen: Option<Listen>,
+    /// Most metric label sets kept; key metrics.max_series.
+    #[arg(long)]
+    metrics_max_series: Option<usize>,
+    /// Status and event stream API address, or `off`; key api.listen (`off`: api.enabled=false).
+    #[arg(long, value_name = "ADDR:PORT|off", value_parser = parse_listen)]
+    api_listen: Option<Listen>,
+    /// Concurrent /v1/events readers (more get 503); key events.max_subscribers.
+    #[arg(long)]
+    api_max_subscribers: Option<usize>,
+}
+
+/// A listen address, or `off`.
 #[derive(Clone, Copy, Debug)]
 struct Listen(Option<SocketAddr>);
 
 fn parse_listen(text: &str) -> Result<Listen, String> {
-    if text == "off" {
+    if text.eq_ignore_ascii_case("off") {
         return Ok(Listen(None));
     }
     text.parse().map(|a| Listen(Some(a))).map_err(|_| {
-        format!("{text:?} is not an address to listen on: give IP:PORT (e.g. 127.0.0.1:9465, [::1]:9465) or off")
+        format!("{text:?} is not an address to listen on: give IP:PORT (e.g. 127.0.0.1:9464, [::1]:9464) or off")
     })
+}
+
+/// Sets the `listen` key from `flag`, or the `enabled` key to false for `off`.
+fn listen_flag(
+    o: &mut Overrides,
+    (listen, enabled): (&'static str, &'static str),
+    flag: &'static str,
+    value: Listen,
+) {
+    match value.0 {
+        Some(addr) => o.flag(listen, flag, addr.to_string()),
+        None => o.flag(enabled, flag, false),
+    }
+}
+
+impl ConfigArgs {
+    /// The flags as the top configuration layer.
+    fn overrides(&self, cli: &Cli, output: Option<OutputFormat>) -> Overrides {
+        let mut o = Overrides::default();
+        for arg in &self.set {
+            o.set(arg.clone());
+        }
+        let path = |p: &PathBuf| p.display().to_string();
+        if let Some(v) = &cli.log_level {
+            o.flag("log.level", "--log-level", v.clone());
+        }
+        if let Some(v) = cli.log_format {
+            o.flag("log.format", "--log-format", value_name(v));
+        }
+        if let Some(v) = output {
+            o.flag("output.format", "--output", value_name(v));
+        }
+        if let Some(v) = &self.output_file {
+            o.flag("output.file", "--output-file", path(v));
+        }
+        if let Some(v) = self.ring_buffer_size {
+            o.flag("capture.ring_buffer_size", "--ring-buffer-size", v);
+        }
+        if let Some(v) = self.max_connections {
+            o.flag("capture.max_connections", "--max-connections", v);
+        }
+        if let Some(v) = self.wakeup_bytes {
+            o.flag("capture.wakeup_bytes", "--wakeup-bytes", v);
+        }
+        if let Some(v) = self.drain_interval {
+            let text = humantime::format_duration(v).to_string();
+            o.flag("capture.drain_interval", "--drain-interval", text);
+        }
+        if let Some(v) = &self.btf_path {
+            o.flag("capture.btf_path", "--btf-path", path(v));
+        }
+        if !self.disabled_probes.is_empty() {
+            o.flag(
+                "capture.disabled_probes",
+                "--disable-probe",
+                self.disabled_probes.clone(),
+            );
+        }
+        if let Some(v) = &self.host_root {
+            o.flag("node.host_root", "--host-root", path(v));
+        }
+        if let Some(v) = &self.node_name {
+            o.flag("node_name", "--node-name", v.clone());
+        }
+        if let Some(v) = self.kubelet_enabled {
+            o.flag("kubelet.enabled", "--kubelet-enabled", v);
+        }
+        if let Some(v) = &self.kubelet_url {
+            o.flag("kubelet.url", "--kubelet-url", v.clone());
+        }
+        if let Some(v) = &self.kubelet_token_file {
+            o.flag("kubelet.token_file", "--kubelet-token-file", path(v));
+        }
+        if let Some(v) = &self.kubelet_ca_file {
+            o.flag("kubelet.ca_file", "--kubelet-ca-file", path(v));
+        }
+        if let Some(v) = self.output_rotate_size {
+            o.flag("output.rotate_size", "--output-rotate-size", v);
+        }
+        if let Some(v) = self.output_rotate_keep {
+            o.flag("output.rotate_keep", "--output-rotate-keep", v);
+        }
+        if let Some(v) = self.metrics_max_series {
+            o.flag("metrics.max_series", "--metrics-max-series", v);
+        }
+        if let Some(v) = self.api_max_subscribers {
+            o.flag("events.max_subscribers", "--api-max-subscribers", v);
+        }
+        if let Some(v) = &self.kubeconfig {
+            o.flag("kubernetes.kubeconfig", "--kubeconfig", path(v));
+        }
+        if let Some(v) = self.metrics_listen {
+            listen_flag(
+                &mut o,
+                ("metrics.listen", "metrics.enabled"),
+                "--metrics-listen",
+                v,
+            );
+        }
+        if let Some(v) = self.api_listen {
+            listen_flag(&mut o, ("api.listen", "api.enabled"), "--api-listen", v);
+        }
+        o
+    }
+
+    fn load(&self, cli: &Cli, output: Option<OutputFormat>) -> Result<Loaded, ConfigError> {
+        Config::load(
+            &ConfigFile::new(self.config.clone()),
+            &self.overrides(cli, output),
+        )
+    }
+}
+
+/// The word clap uses for an enum value (`text`, `json`).
+fn value_name(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }
 
 fn parse_ring_size(text: &str) -> Result<u32, String> {
@@ -206,19 +330,36 @@ fn parse_ring_size(text: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+fn config_error(err: &ConfigError) -> ExitCode {
+    eprintln!("sonde: {err}");
+    ExitCode::from(err.exit_code())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = logging::init(&cli.log_level, cli.log_format) {
-        eprintln!("sonde: {err}");
-        return ExitCode::from(64);
-    }
-    match cli.command {
-        Command::Run(args) => run_command(*args),
+    match &cli.command {
+        Command::Run(args) => match args.config.load(&cli, args.output) {
+            Ok(loaded) => run_command(args, loaded),
+            Err(err) => config_error(&err),
+        },
+        Command::Config(ConfigCommand::Show(args)) => {
+            match args.config.load(&cli, args.event_output) {
+                Ok(loaded) => {
+                    let text = match args.output {
+                        ShowFormat::Yaml => config::show::to_yaml(&loaded),
+                        ShowFormat::Json => format!("{:#}\n", config::show::to_json(&loaded)),
+                    };
+                    print(&text)
+                }
+                Err(err) => config_error(&err),
+            }
+        }
+        Command::Config(ConfigCommand::Reference) => print(&config::show::reference()),
         Command::Status(args) => status_command(args),
     }
 }
 
-fn status_command(args: StatusArgs) -> ExitCode {
+fn status_command(args: &StatusArgs) -> ExitCode {
     let opts = StatusOptions {
         api: args.api,
         watch: args.watch,
@@ -245,55 +386,47 @@ fn status_command(args: StatusArgs) -> ExitCode {
     }
 }
 
-fn run_command(args: RunArgs) -> ExitCode {
-    if args.output_file.is_some() && args.output == Some(OutputFormat::Text) {
+fn print(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sonde: cannot write to stdout: {e}");
+            ExitCode::from(74)
+        }
+    }
+}
+
+fn run_command(args: &RunArgs, loaded: Loaded) -> ExitCode {
+    let config = &loaded.config;
+    if let Err(err) = logging::init(&config.log.level, config.log.format) {
+        eprintln!("sonde: {err}");
+        return ExitCode::from(64);
+    }
+    tracing::info!(
+        file = loaded.file.as_ref().map(|p| p.display().to_string()),
+        "configuration loaded"
+    );
+    for var in config::unknown_env_vars(std::env::vars_os().map(|(k, _)| k)) {
+        tracing::warn!(
+            variable = var,
+            "{var} is not a configuration variable and is ignored (see docs/configuration.md)"
+        );
+    }
+    if config.output.file.is_some() && args.output == Some(OutputFormat::Text) {
         eprintln!(
             "sonde: error: --output-file writes NDJSON only. Fix: drop `--output text`, or drop \
              --output-file to read text on stdout"
         );
         return ExitCode::from(2);
     }
-    let output = args.output.unwrap_or(if std::io::stdout().is_terminal() {
-        OutputFormat::Text
-    } else {
-        OutputFormat::Json
-    });
-    let host = HostRoot::new(args.host_root);
-    let kubelet = args.kubelet.resolve(&host);
-    let opts = RunOptions {
-        capture: CaptureOptions {
-            ring_buffer_bytes: args.ring_buffer_size,
-            max_connections: args.max_connections,
-            wakeup_bytes: args.wakeup_bytes,
-            drain_interval: args.drain_interval,
-            btf_path: args.btf_path,
-            disabled_probes: args.disabled_probes,
-        },
-        node: NodeOptions {
-            host,
-            ..NodeOptions::default()
-        },
-        output,
-        summary: args.summary.then(|| std::io::stdout().is_terminal()),
-        duration: args.duration,
-        stats_file: args.stats_file,
-        kubelet,
-        metrics: args.metrics_listen.0.map(|listen| MetricsOptions {
-            listen,
-            max_series: args.metrics_max_series,
-            remote_ip_allowlist: args.metrics_remote_allow,
-        }),
-        output_file: args.output_file.map(|path| RotateOptions {
-            path,
-            max_bytes: args.output_rotate_size,
-            keep: args.output_rotate_keep,
-        }),
-        api: args.api_listen.0.map(|listen| ApiOptions {
-            listen,
-            max_subscribers: args.api_max_subscribers,
-            ..ApiOptions::default()
-        }),
-    };
+    let to_terminal = config.output.file.is_none() && std::io::stdout().is_terminal();
+    let dest: Box<dyn Write + Send> = Box::new(std::io::stdout());
+    let mut opts = config.run_options(to_terminal);
+    opts.summary = args.summary.then_some(to_terminal);
+    opts.duration = args.duration;
+    opts.stats_file = args.stats_file.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -306,7 +439,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    match runtime.block_on(run(opts, Box::new(std::io::stdout()))) {
+    match runtime.block_on(run(opts, dest)) {
         Ok(stats) => {
             tracing::info!(
                 events = stats.events.values().sum::<u64>(),
@@ -320,5 +453,110 @@ fn run_command(args: RunArgs) -> ExitCode {
             eprintln!("sonde: error: {err}");
             ExitCode::from(err.exit_code().clamp(1, 255) as u8)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every dedicated flag the reference documents exists on `sonde run` and `config show`.
+    #[test]
+    fn documented_flags_exist() {
+        let cmd = Cli::command();
+        for sub in [
+            cmd.find_subcommand("run").expect("run"),
+            cmd.find_subcommand("config")
+                .and_then(|c| c.find_subcommand("show"))
+                .expect("config show"),
+        ] {
+            let longs: Vec<String> = sub
+                .get_arguments()
+                .chain(cmd.get_arguments())
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .collect();
+            for key in config::schema::KEYS {
+                let Some(flag) = key.flag else { continue };
+                if sub.get_name() == "show" && flag == "--output" {
+                    continue; // `config show --event-output`: `--output` is the show format
+                }
+                assert!(
+                    longs.iter().any(|l| l == flag),
+                    "{} documents flag {flag}, which `sonde {}` lacks",
+                    key.path,
+                    sub.get_name()
+                );
+            }
+        }
+    }
+
+    /// Each dedicated flag sets the key the reference says it sets.
+    #[test]
+    fn flags_set_their_documented_keys() {
+        let cli = Cli::try_parse_from([
+            "sonde",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+            "run",
+            "--output",
+            "json",
+            "--output-file",
+            "/tmp/events",
+            "--ring-buffer-size",
+            "8MiB",
+            "--max-connections",
+            "7",
+            "--wakeup-bytes",
+            "1KiB",
+            "--drain-interval",
+            "1s",
+            "--btf-path",
+            "/btf",
+            "--disable-probe",
+            "sonde_accept",
+            "--host-root",
+            "/host",
+            "--node-name",
+            "n1",
+            "--kubelet-url",
+            "https://k:10250",
+            "--kubeconfig",
+            "/kc",
+            "--metrics-listen",
+            "0.0.0.0:1",
+            "--api-listen",
+            "0.0.0.0:2",
+        ])
+        .expect("flags parse");
+        let Command::Run(args) = &cli.command else {
+            panic!("not run")
+        };
+        let overrides = args.config.overrides(&cli, args.output);
+        let loaded = config::load::merge(None, &|_| None, &overrides).expect("flags load");
+        for key in config::schema::KEYS {
+            if let Some(flag) = key.flag {
+                assert_eq!(
+                    loaded.source(key.path),
+                    Some(&config::Source::Flag(flag.into())),
+                    "{flag} should set {}",
+                    key.path
+                );
+            }
+        }
+        let c = &loaded.config;
+        assert_eq!(c.capture.ring_buffer_size, 8 << 20);
+        assert_eq!(c.capture.drain_interval, Duration::from_secs(1));
+        assert_eq!(c.capture.disabled_probes, ["sonde_accept"]);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.metrics.listen.to_string(), "0.0.0.0:1");
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -17,6 +17,7 @@ use crate::{
         Capture, CaptureError, CaptureOptions, CounterValues, KernelCounters, ProbeStatus,
         RecordSink, decode::decode,
     },
+    config::KubernetesConfig,
     enrich::{self, KubeJoin},
     export::{
         Context, OutputFormat,
@@ -60,6 +61,10 @@ pub struct RunOptions {
     pub output_file: Option<RotateOptions>,
     /// The HTTP API (`/v1/events`, `/v1/status`); `None` turns it off.
     pub api: Option<ApiOptions>,
+    /// This node's name (`node_name`), when configured.
+    pub node_name: Option<String>,
+    /// The apiserver source's configuration (`kubernetes.*`).
+    pub kubernetes: KubernetesConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +97,7 @@ impl RunError {
             RunError::Node(_) => 69,
             RunError::Stats { .. } | RunError::OutputFile(_) => 73,
             RunError::Api(_) => 75,
-            RunError::Metrics(_) => 78,
+            RunError::Metrics(_) => 75,
             _ => 1,
         }
     }

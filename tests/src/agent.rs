@@ -38,6 +38,17 @@ pub fn sonde_bin() -> PathBuf {
     }
 }
 
+/// `sonde run` without its HTTP endpoints (tests run agents in parallel: the default ports
+/// would collide); add the test's own arguments.
+pub fn sonde_run() -> Command {
+    let mut cmd = Command::new(sonde_bin());
+    cmd.args(["run", "--api-listen", "off", "--metrics-listen", "off"]);
+    cmd
+}
+
+/// The same, as a shell command line (for tests that start the agent from a script).
+pub const SONDE_RUN_ARGS: &str = "run --api-listen off --metrics-listen off";
+
 pub struct Agent {
     child: Child,
     /// Where it serves /metrics, once known (from its log).

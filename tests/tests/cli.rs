@@ -6,14 +6,14 @@ use std::{
     process::{Command, Stdio},
 };
 
-use sonde_tests::agent::sonde_bin;
+use sonde_tests::agent::{sonde_bin, sonde_run};
 
 #[test]
 fn not_root_exits_77_naming_the_capabilities_and_the_fix() {
     sonde_tests::require_root();
     let out = unsafe {
-        Command::new(sonde_bin())
-            .args(["run", "--duration", "1s"])
+        sonde_run()
+            .args(["--duration", "1s"])
             .stdout(Stdio::null())
             .pre_exec(|| {
                 // Drop to nobody: no capabilities left.
@@ -41,14 +41,8 @@ fn not_root_exits_77_naming_the_capabilities_and_the_fix() {
 #[test]
 fn missing_btf_exits_69_naming_the_kernel_option() {
     sonde_tests::require_root();
-    let out = Command::new(sonde_bin())
-        .args([
-            "run",
-            "--duration",
-            "1s",
-            "--btf-path",
-            "/nonexistent/vmlinux",
-        ])
+    let out = sonde_run()
+        .args(["--duration", "1s", "--btf-path", "/nonexistent/vmlinux"])
         .stdout(Stdio::null())
         .output()
         .expect("run sonde");
@@ -72,8 +66,8 @@ fn bad_ring_buffer_size_is_a_usage_error() {
 #[test]
 fn text_output_is_one_readable_line_per_event() {
     sonde_tests::require_root();
-    let agent = Command::new(sonde_bin())
-        .args(["run", "--output", "text", "--duration", "3s"])
+    let agent = sonde_run()
+        .args(["--output", "text", "--duration", "3s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

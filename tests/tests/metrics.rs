@@ -408,7 +408,7 @@ fn an_address_in_use_is_a_clear_error_before_anything_is_loaded() {
         .output()
         .expect("run sonde");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
     assert!(
         stderr.contains("in use") && stderr.contains(&addr),
         "{stderr}"

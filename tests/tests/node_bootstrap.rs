@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value;
 use sonde_tests::{
-    agent::{Agent, sonde_bin},
+    agent::{Agent, SONDE_RUN_ARGS, sonde_bin, sonde_run},
     cgroup::remove_everywhere,
     runc::{Bundle, container_id, unique_id},
 };
@@ -166,7 +166,7 @@ fn in_its_own_pid_namespace_with_a_host_root_it_reports_host_pids() {
     // then a new pid namespace with its own /proc.
     let script = format!(
         "mount --rbind /proc {r}/proc && mount --rbind /sys {r}/sys && \
-         exec unshare --pid --fork --mount-proc {bin} run --output json --duration 4s \
+         exec unshare --pid --fork --mount-proc {bin} {SONDE_RUN_ARGS} --output json --duration 4s \
          --host-root {r} --stats-file {stats}",
         r = root.display(),
         bin = sonde_bin().display(),
@@ -224,8 +224,8 @@ fn summary_shows_each_container_with_its_processes() {
     let bundle = Bundle::new(&["/bin/sh", "-c", "sleep 30 & sleep 30 & wait"], &path);
     let container = bundle.spawn(&unique_id("sum"));
     std::thread::sleep(Duration::from_millis(500));
-    let out = Command::new(sonde_bin())
-        .args(["run", "--summary", "--duration", "3s"])
+    let out = sonde_run()
+        .args(["--summary", "--duration", "3s"])
         .stderr(Stdio::null())
         .output()
         .expect("sonde --summary");

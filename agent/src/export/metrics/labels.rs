@@ -12,7 +12,7 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use super::cidr::IpCidr;
+use super::IpCidr;
 use crate::{
     kube::{PodStore, workload},
     node::{cgroup::CgroupInfo, cgroup_path::Runtime},

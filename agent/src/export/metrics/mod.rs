@@ -12,7 +12,6 @@
 //! taken once per drain batch with `try_lock` (never waiting for a scrape) and by scrapes.
 
 pub mod accumulator;
-pub mod cidr;
 pub mod collector;
 pub mod health;
 pub mod http;
@@ -24,8 +23,8 @@ pub mod stream;
 
 use std::{net::SocketAddr, sync::Arc};
 
+pub use crate::config::types::Cidr as IpCidr;
 pub use accumulator::Accumulator;
-pub use cidr::{CidrError, IpCidr};
 pub use health::{Health, HealthSnapshot};
 pub use http::MetricsError;
 pub use labels::{

@@ -1,0 +1,414 @@
+//! Every configuration key: its type, flag, environment variable and description. The one list
+//! the loader checks keys against, that env and `--set` values are parsed by, and that
+//! `docs/configuration.md` is generated from (defaults come from `Config::default()`).
+
+use serde_json::Value;
+
+/// The type of a key's value, as written in YAML, in an environment variable or a flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    Int,
+    /// A tracing filter: a level, or directives such as `sonde=debug,aya=info`.
+    Filter,
+    Size,
+    Duration,
+    Str,
+    Path,
+    /// `address:port`.
+    Addr,
+    /// One of these words.
+    Enum(&'static [&'static str]),
+    /// A list of strings (comma-separated in env and flags).
+    Strings,
+    /// A list of CIDRs (comma-separated in env and flags).
+    Cidrs,
+}
+
+impl Kind {
+    /// What a value must look like, for error messages and the reference.
+    pub fn expected(self) -> String {
+        match self {
+            Kind::Bool => "true or false".into(),
+            Kind::Int => "a non-negative integer".into(),
+            Kind::Filter => {
+                "a level (error, warn, info, debug, trace) or a filter such as sonde=debug".into()
+            }
+            Kind::Size => "a size such as 4096, 256KiB, 8MiB or 1GiB".into(),
+            Kind::Duration => "a duration such as 50ms, 10s or 5m".into(),
+            Kind::Str => "a string".into(),
+            Kind::Path => "a file path".into(),
+            Kind::Addr => "an address:port such as 127.0.0.1:9464 or [::1]:9464".into(),
+            Kind::Enum(words) => format!("one of: {}", words.join(", ")),
+            Kind::Strings => "a list of strings".into(),
+            Kind::Cidrs => "a list of CIDRs such as 10.0.0.0/8, fd00::/8".into(),
+        }
+    }
+
+    /// Short type name for the reference table.
+    pub fn name(self) -> String {
+        match self {
+            Kind::Bool => "bool".into(),
+            Kind::Int => "integer".into(),
+            Kind::Filter => "level or filter".into(),
+            Kind::Size => "size".into(),
+            Kind::Duration => "duration".into(),
+            Kind::Str => "string".into(),
+            Kind::Path => "path".into(),
+            Kind::Addr => "address:port".into(),
+            Kind::Enum(words) => words.join(" \\| "),
+            Kind::Strings => "list of strings".into(),
+            Kind::Cidrs => "list of CIDRs".into(),
+        }
+    }
+}
+
+/// One configuration key.
+#[derive(Clone, Copy, Debug)]
+pub struct Key {
+    /// Dotted path, e.g. `metrics.listen`.
+    pub path: &'static str,
+    pub kind: Kind,
+    /// `null` (or an empty env value) means "not set".
+    pub nullable: bool,
+    /// The dedicated `sonde run` flag, if any (every key can also be given with `--set`).
+    pub flag: Option<&'static str>,
+    /// Another environment variable read for this key, below the `SONDE_…` one: older names
+    /// (`SONDE_OUTPUT`) and the Kubernetes downward API (`NODE_NAME`).
+    pub env_alias: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+impl Key {
+    /// `SONDE_` + the path upper-cased, dots as `_`.
+    pub fn env(&self) -> String {
+        env_var(self.path)
+    }
+
+    /// Parses a value given as text (env variable, `--set`) into the tree's JSON form; the
+    /// typed check happens when the merged tree is deserialized.
+    pub fn parse_text(&self, text: &str) -> Result<Value, String> {
+        let t = text.trim();
+        if self.nullable && t.is_empty() {
+            return Ok(Value::Null);
+        }
+        match self.kind {
+            Kind::Bool => match t.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Ok(Value::Bool(true)),
+                "false" | "no" | "off" | "0" => Ok(Value::Bool(false)),
+                _ => Err(format!("{text:?} is not a boolean")),
+            },
+            Kind::Int => t
+                .parse::<u64>()
+                .map(Value::from)
+                .map_err(|_| format!("{text:?} is not a non-negative integer")),
+            Kind::Strings | Kind::Cidrs => Ok(Value::Array(
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.to_string()))
+                    .collect(),
+            )),
+            _ => Ok(Value::String(t.to_string())),
+        }
+    }
+}
+
+/// The environment variable of a key path.
+pub fn env_var(path: &str) -> String {
+    format!("SONDE_{}", path.to_ascii_uppercase().replace('.', "_"))
+}
+
+/// Looks a key up by its dotted path.
+pub fn find(path: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.path == path)
+}
+
+/// Whether `prefix` names a section (`metrics`), i.e. keys live under it.
+pub fn is_section(prefix: &str) -> bool {
+    KEYS.iter().any(|k| {
+        k.path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// The names allowed directly under `prefix` (`""` for the top level), in reference order.
+pub fn children(prefix: &str) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for k in KEYS {
+        let rest = if prefix.is_empty() {
+            Some(k.path)
+        } else {
+            k.path
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('.'))
+        };
+        if let Some(rest) = rest {
+            let name = rest.split('.').next().unwrap_or(rest);
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+const fn key(path: &'static str, kind: Kind, flag: Option<&'static str>, doc: &'static str) -> Key {
+    Key {
+        path,
+        kind,
+        nullable: false,
+        flag,
+        env_alias: None,
+        doc,
+    }
+}
+
+const fn nullable(k: Key) -> Key {
+    Key {
+        nullable: true,
+        ..k
+    }
+}
+
+const fn alias(k: Key, env: &'static str) -> Key {
+    Key {
+        env_alias: Some(env),
+        ..k
+    }
+}
+
+const TEXT_JSON: &[&str] = &["text", "json"];
+
+/// Every key, in the order of the reference.
+pub static KEYS: &[Key] = &[
+    key(
+        "log.level",
+        Kind::Filter,
+        Some("--log-level"),
+        "Log level or tracing filter for the logs on stderr: error, warn, info, debug, trace, or e.g. `sonde=debug`.",
+    ),
+    key(
+        "log.format",
+        Kind::Enum(TEXT_JSON),
+        Some("--log-format"),
+        "Format of the logs on stderr.",
+    ),
+    alias(
+        key(
+            "output.format",
+            Kind::Enum(&["auto", "text", "json"]),
+            Some("--output"),
+            "Event stream format: readable lines, or NDJSON (one object per line). `auto`: text on a terminal, json otherwise.",
+        ),
+        "SONDE_OUTPUT",
+    ),
+    nullable(key(
+        "output.file",
+        Kind::Path,
+        Some("--output-file"),
+        "Write the event stream to this file (appended) instead of stdout.",
+    )),
+    key(
+        "output.rotate_size",
+        Kind::Size,
+        Some("--output-rotate-size"),
+        "With `output.file`: start a new file once the current one reaches this size (`0`: never).",
+    ),
+    key(
+        "output.rotate_keep",
+        Kind::Int,
+        Some("--output-rotate-keep"),
+        "With `output.file`: rotated files kept (`FILE.1` is the newest).",
+    ),
+    key(
+        "capture.ring_buffer_size",
+        Kind::Size,
+        Some("--ring-buffer-size"),
+        "Kernel → agent ring buffer: a power of two, at least 4KiB.",
+    ),
+    key(
+        "capture.max_connections",
+        Kind::Int,
+        Some("--max-connections"),
+        "TCP connections tracked at once by the kernel (LRU; an evicted one still closes, flagged `seen_open: false`).",
+    ),
+    key(
+        "capture.wakeup_bytes",
+        Kind::Size,
+        Some("--wakeup-bytes"),
+        "The kernel wakes the agent once this much waits in the ring buffer (batched wake-ups).",
+    ),
+    key(
+        "capture.drain_interval",
+        Kind::Duration,
+        Some("--drain-interval"),
+        "The agent drains the ring buffer at least this often.",
+    ),
+    alias(
+        nullable(key(
+            "capture.btf_path",
+            Kind::Path,
+            Some("--btf-path"),
+            "Kernel BTF file; `null` is `/sys/kernel/btf/vmlinux`. For kernels built without BTF, the BTF of the exact kernel build (e.g. from BTFHub).",
+        )),
+        "SONDE_BTF_PATH",
+    ),
+    key(
+        "capture.disabled_probes",
+        Kind::Strings,
+        Some("--disable-probe"),
+        "Programs not to attach: sonde_exec, sonde_fork, sonde_exit, sonde_cgroup_mkdir, sonde_cgroup_rmdir, sonde_tcp_state, sonde_accept.",
+    ),
+    alias(
+        key(
+            "node.host_root",
+            Kind::Path,
+            Some("--host-root"),
+            "Where the host's / is mounted when running in a container (e.g. `/host`, with the host's /proc and /sys/fs/cgroup under it).",
+        ),
+        "SONDE_HOST_ROOT",
+    ),
+    key(
+        "node.max_processes",
+        Kind::Int,
+        None,
+        "Processes kept in the process table (oldest exited ones are evicted first).",
+    ),
+    key(
+        "node.max_cgroups",
+        Kind::Int,
+        None,
+        "Cgroups kept in the cgroup index.",
+    ),
+    alias(
+        nullable(key(
+            "node_name",
+            Kind::Str,
+            Some("--node-name"),
+            "This node's Kubernetes name; `null`: the kubelet kubeconfig's user, else the hostname.",
+        )),
+        "NODE_NAME",
+    ),
+    nullable(key(
+        "kubelet.enabled",
+        Kind::Bool,
+        Some("--kubelet-enabled"),
+        "Fetch pod metadata from the kubelet. `null`: when the host looks like a Kubernetes node (in a pod, `NODE_NAME` set, a service-account token, `/var/lib/kubelet` or `/etc/kubernetes/kubelet.conf` on the host).",
+    )),
+    nullable(key(
+        "kubelet.url",
+        Kind::Str,
+        Some("--kubelet-url"),
+        "Base URL of the kubelet (`/pods` is appended). `null`: `https://$NODE_IP:10250`, else `https://<node name>:10250`.",
+    )),
+    nullable(key(
+        "kubelet.token_file",
+        Kind::Path,
+        Some("--kubelet-token-file"),
+        "Bearer token sent to the kubelet over HTTPS, re-read when it changes; `null` sends none.",
+    )),
+    nullable(key(
+        "kubelet.ca_file",
+        Kind::Path,
+        Some("--kubelet-ca-file"),
+        "PEM CA bundle that signed the kubelet's serving certificate; `null`: the service-account `ca.crt`.",
+    )),
+    key(
+        "kubelet.tls_verify",
+        Kind::Bool,
+        None,
+        "Verify the kubelet's certificate (`false` for self-signed kubelet certificates; logged as a warning).",
+    ),
+    key(
+        "kubelet.timeout",
+        Kind::Duration,
+        None,
+        "Limit for one whole kubelet request (connect, TLS, answer, body).",
+    ),
+    key(
+        "kubelet.refresh_interval",
+        Kind::Duration,
+        None,
+        "How often the kubelet's pod list is fetched.",
+    ),
+    key(
+        "kubelet.min_refresh_interval",
+        Kind::Duration,
+        None,
+        "On-demand refreshes (unknown container ids) are at most this frequent; also the first retry delay.",
+    ),
+    key(
+        "kubelet.max_body_bytes",
+        Kind::Int,
+        None,
+        "Largest `/pods` body accepted from the kubelet, in bytes.",
+    ),
+    key(
+        "kubernetes.enabled",
+        Kind::Bool,
+        None,
+        "Use Kubernetes metadata (kubelet, apiserver). `false` on a plain host.",
+    ),
+    nullable(key(
+        "kubernetes.kubeconfig",
+        Kind::Path,
+        Some("--kubeconfig"),
+        "Kubeconfig for the apiserver; `null`: the in-cluster service account.",
+    )),
+    key(
+        "metrics.enabled",
+        Kind::Bool,
+        None,
+        "Serve Prometheus metrics.",
+    ),
+    key(
+        "metrics.listen",
+        Kind::Addr,
+        Some("--metrics-listen"),
+        "Address of the metrics endpoint (`/metrics`); the flag also takes `off` (`metrics.enabled: false`).",
+    ),
+    key(
+        "metrics.max_series",
+        Kind::Int,
+        Some("--metrics-max-series"),
+        "Most time series kept; past it new series are dropped and counted.",
+    ),
+    key(
+        "metrics.remote_ip_allowlist",
+        Kind::Cidrs,
+        None,
+        "Remote addresses kept as a label on connection metrics; others are aggregated (bounded cardinality).",
+    ),
+    key(
+        "metrics.pod_labels",
+        Kind::Strings,
+        None,
+        "Pod label keys copied onto metrics (allow-list).",
+    ),
+    key(
+        "api.enabled",
+        Kind::Bool,
+        None,
+        "Serve the status API and the event stream over HTTP.",
+    ),
+    key(
+        "api.listen",
+        Kind::Addr,
+        Some("--api-listen"),
+        "Address of the status API and event stream (`/v1/status`, `/v1/events`); the flag also takes `off` (`api.enabled: false`).",
+    ),
+    key(
+        "events.max_subscribers",
+        Kind::Int,
+        Some("--api-max-subscribers"),
+        "Event stream subscribers served at once.",
+    ),
+    key(
+        "events.subscriber_buffer",
+        Kind::Int,
+        None,
+        "Batches of events (up to 128 KiB each) queued per `/v1/events` reader; a reader that falls this far behind is disconnected and counted.",
+    ),
+];
