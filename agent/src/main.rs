@@ -530,6 +530,20 @@ mod tests {
             "0.0.0.0:1",
             "--api-listen",
             "0.0.0.0:2",
+            "--output-rotate-size",
+            "1MiB",
+            "--output-rotate-keep",
+            "2",
+            "--kubelet-enabled",
+            "true",
+            "--kubelet-token-file",
+            "/t",
+            "--kubelet-ca-file",
+            "/ca",
+            "--metrics-max-series",
+            "9",
+            "--api-max-subscribers",
+            "3",
         ])
         .expect("flags parse");
         let Command::Run(args) = &cli.command else {
