@@ -7,8 +7,11 @@ use std::{process::Command, time::Duration};
 use serde_json::Value;
 use sonde_tests::agent::Agent;
 
-const LIMIT: usize = 8192;
-const KEEP: u32 = 3;
+// Large enough that other processes on a busy host do not push the test's own events out of
+// the retained files, small enough that the test's events rotate several times.
+const LIMIT: usize = 64 << 10;
+const KEEP: u32 = 5;
+const EXECS: usize = 400;
 
 fn rotated(path: &std::path::Path, n: u32) -> std::path::PathBuf {
     let mut name = path.as_os_str().to_os_string();
@@ -24,13 +27,13 @@ fn the_output_file_rotates_by_size_without_losing_or_splitting_lines() {
         "--output-file",
         path.to_str().expect("utf-8 path"),
         "--output-rotate-size",
-        "8KiB",
+        "64KiB",
         "--output-rotate-keep",
         &KEEP.to_string(),
     ]);
     // Sequential, so their exec events are in pid order of spawning.
     let mut pids = Vec::new();
-    for _ in 0..150 {
+    for _ in 0..EXECS {
         let child = Command::new("/bin/true").spawn().expect("spawn /bin/true");
         pids.push(child.id() as u64);
         let mut child = child;
@@ -55,7 +58,7 @@ fn the_output_file_rotates_by_size_without_losing_or_splitting_lines() {
         .chain([path.clone()])
     {
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!("{}: {e} (150 execs fill more than 4 files)", file.display())
+            panic!("{}: {e} ({EXECS} execs fill more than {KEEP} files)", file.display())
         });
         assert!(
             text.len() <= LIMIT,
