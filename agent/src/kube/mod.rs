@@ -4,14 +4,24 @@
 //! - [`store`]: the pod store and its container-id index, fed by one or more sources;
 //! - [`kubelet`]: the kubelet `/pods` client, its diagnosis of failures, and the refresher task
 //!   that keeps the store's kubelet view current;
-//! - [`node`]: which node this agent runs on.
-//!
-//! The apiserver watchers plug in as another [`store::PodSource`] feeding the same store.
+//! - [`node`]: which node this agent runs on;
+//! - [`apiserver`]: the apiserver watches (kube-rs): this node's pods as another
+//!   [`store::PodSource`] feeding the same store, node and namespace labels, owner links
+//!   (ReplicaSet → Deployment, Job → CronJob), Services and EndpointSlices;
+//! - [`services`]: the remote index — which Service or pod is at a peer address.
 
+pub mod apiserver;
 pub mod kubelet;
 pub mod node;
 pub mod pods;
+pub mod services;
 pub mod store;
+
+pub use apiserver::{
+    ApiserverError, ApiserverHandle, ApiserverSyncState, Kind, KindSyncState, KubernetesConfig,
+    LabelIndex, OwnerIndex, spawn_apiserver_source,
+};
+pub use services::{ObjectName, Remote, RemoteIndex};
 
 pub use kubelet::{
     KubeletClient, KubeletConfig, KubeletError, KubeletHandle, KubeletSyncState,
