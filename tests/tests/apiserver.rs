@@ -616,3 +616,19 @@ async fn unusable_configuration_is_refused_with_the_fix() {
     );
     assert!(message.contains("Fix:"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_stops_every_watch_and_keeps_the_data() {
+    let running = start_synced(ApiserverStandin::start()).await;
+    let pods = running.pods.counts(PodSource::Apiserver).pods;
+    assert!(pods > 0);
+    drop(running.handle);
+    assert!(
+        eventually(WAIT, || Resource::ALL
+            .iter()
+            .all(|r| running.standin.open_watches(*r) == 0))
+        .await,
+        "watches still open"
+    );
+    assert_eq!(running.pods.counts(PodSource::Apiserver).pods, pods);
+}

@@ -2,8 +2,9 @@
 //! endpoint address of some Service), or something outside the cluster.
 //!
 //! It is filled from the apiserver's Services and EndpointSlices (all namespaces) and read by
-//! the enrichment on every connection: [`RemoteIndex::lookup`] takes a read lock and does at
-//! most three hash lookups; names are shared (`Arc<str>`), so a lookup allocates nothing.
+//! the enrichment on every connection: [`RemoteIndex::lookup`] takes a read lock and does one
+//! hash lookup (a fast non-SipHash hasher) that yields a prebuilt [`Remote`]; names are shared
+//! (`Arc<str>`, namespaces interned), so a lookup allocates nothing.
 //!
 //! What is kept per Service: its ClusterIPs and ports; per EndpointSlice: its Service and, per
 //! address, the pod it targets. Memory is bounded by the cluster's Services and endpoints
@@ -79,41 +80,62 @@ pub struct SliceEntry {
     pub endpoints: Vec<EndpointEntry>,
 }
 
-#[derive(Clone, Debug)]
-struct EndpointOwner {
-    /// The slice the address was last reported by (removing another slice leaves it).
-    slice: ObjectName,
-    pod: Option<ObjectName>,
-    service: Option<Arc<str>>,
+/// What one address is: a Service's ClusterIP and/or a pod's endpoint address, each with
+/// the [`Remote`] a lookup returns, built once.
+#[derive(Default)]
+struct Slot {
+    /// The Service whose ClusterIP this is (a ClusterIP belongs to one Service).
+    service: Option<(ObjectName, Remote)>,
+    /// The slice that last reported this address with a Pod target (removing another slice
+    /// leaves it).
+    endpoint: Option<(ObjectName, Remote)>,
 }
 
 #[derive(Default)]
 struct Inner {
     services: HashMap<ObjectName, ServiceEntry>,
     slices: HashMap<ObjectName, SliceEntry>,
-    by_ip_port: HashMap<(IpAddr, u16), ObjectName>,
-    by_ip: HashMap<IpAddr, ObjectName>,
-    endpoints: HashMap<IpAddr, EndpointOwner>,
+    /// The hot-path index: one hash lookup per [`RemoteIndex::lookup`].
+    by_ip: HashMap<IpAddr, Slot, BuildFastHasher>,
+    /// Namespaces' names, shared by every entry of a namespace (few, kept hot in cache).
+    namespaces: HashMap<Arc<str>, ()>,
+    service_ips: usize,
+    endpoint_ips: usize,
 }
 
 impl Inner {
+    fn intern(&mut self, namespace: &Arc<str>) -> Arc<str> {
+        if let Some((shared, ())) = self.namespaces.get_key_value(namespace) {
+            return Arc::clone(shared);
+        }
+        self.namespaces.insert(Arc::clone(namespace), ());
+        Arc::clone(namespace)
+    }
+
     fn index_service(&mut self, key: &ObjectName, entry: &ServiceEntry) {
+        let remote = Remote::Service {
+            namespace: self.intern(&key.namespace),
+            name: Arc::clone(&key.name),
+        };
         for ip in &entry.cluster_ips {
-            self.by_ip.insert(*ip, key.clone());
-            for port in &entry.ports {
-                self.by_ip_port.insert((*ip, *port), key.clone());
+            let slot = self.by_ip.entry(*ip).or_default();
+            if slot.service.is_none() {
+                self.service_ips += 1;
             }
+            slot.service = Some((key.clone(), remote.clone()));
         }
     }
 
     fn unindex_service(&mut self, key: &ObjectName, entry: &ServiceEntry) {
         for ip in &entry.cluster_ips {
-            if self.by_ip.get(ip) == Some(key) {
-                self.by_ip.remove(ip);
-            }
-            for port in &entry.ports {
-                if self.by_ip_port.get(&(*ip, *port)) == Some(key) {
-                    self.by_ip_port.remove(&(*ip, *port));
+            let Some(slot) = self.by_ip.get_mut(ip) else {
+                continue;
+            };
+            if slot.service.as_ref().is_some_and(|(owner, _)| owner == key) {
+                slot.service = None;
+                self.service_ips -= 1;
+                if slot.endpoint.is_none() {
+                    self.by_ip.remove(ip);
                 }
             }
         }
@@ -121,27 +143,125 @@ impl Inner {
 
     fn index_slice(&mut self, key: &ObjectName, entry: &SliceEntry) {
         for endpoint in &entry.endpoints {
-            self.endpoints.insert(
-                endpoint.ip,
-                EndpointOwner {
-                    slice: key.clone(),
-                    pod: endpoint.pod.clone(),
-                    service: entry.service.clone(),
-                },
-            );
+            let Some(pod) = &endpoint.pod else {
+                continue;
+            };
+            let remote = Remote::Pod {
+                namespace: self.intern(&pod.namespace),
+                name: Arc::clone(&pod.name),
+                service: entry.service.clone(),
+            };
+            let slot = self.by_ip.entry(endpoint.ip).or_default();
+            if slot.endpoint.is_none() {
+                self.endpoint_ips += 1;
+            }
+            slot.endpoint = Some((key.clone(), remote));
         }
     }
 
     fn unindex_slice(&mut self, key: &ObjectName, entry: &SliceEntry) {
         for endpoint in &entry.endpoints {
-            if self
-                .endpoints
-                .get(&endpoint.ip)
-                .is_some_and(|owner| &owner.slice == key)
+            let Some(slot) = self.by_ip.get_mut(&endpoint.ip) else {
+                continue;
+            };
+            if slot
+                .endpoint
+                .as_ref()
+                .is_some_and(|(owner, _)| owner == key)
             {
-                self.endpoints.remove(&endpoint.ip);
+                slot.endpoint = None;
+                self.endpoint_ips -= 1;
+                if slot.service.is_none() {
+                    self.by_ip.remove(&endpoint.ip);
+                }
             }
         }
+    }
+
+    fn clear_services(&mut self) {
+        self.services.clear();
+        self.by_ip.retain(|_, slot| {
+            slot.service = None;
+            slot.endpoint.is_some()
+        });
+        self.service_ips = 0;
+    }
+
+    fn clear_slices(&mut self) {
+        self.slices.clear();
+        self.by_ip.retain(|_, slot| {
+            slot.endpoint = None;
+            slot.service.is_some()
+        });
+        self.endpoint_ips = 0;
+    }
+}
+
+/// FxHash-style hashing for addresses: the keys are not attacker-chosen in a way that matters
+/// (the cluster's own Service and pod IPs), and SipHash would be a third of a lookup.
+#[derive(Clone, Copy, Default)]
+struct BuildFastHasher;
+
+impl std::hash::BuildHasher for BuildFastHasher {
+    type Hasher = FastHasher;
+
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+struct FastHasher(u64);
+
+impl FastHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        // Spread the high bits (where the multiply put the entropy) into the low ones the
+        // table indexes with.
+        self.0.rotate_left(26)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.add(n as u64);
+        self.add((n >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.add(n as u64);
     }
 }
 
@@ -150,9 +270,9 @@ impl Inner {
 pub struct RemoteCounts {
     pub services: usize,
     pub endpoint_slices: usize,
-    /// ClusterIP:port pairs indexed.
-    pub service_ports: usize,
-    /// Endpoint addresses indexed.
+    /// ClusterIPs indexed.
+    pub service_ips: usize,
+    /// Endpoint addresses (with a Pod target) indexed.
     pub endpoints: usize,
 }
 
@@ -186,30 +306,22 @@ impl RemoteIndex {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Who is at `ip:port`: a Service by ClusterIP and port, else by ClusterIP alone, else a
-    /// pod by endpoint address, else [`Remote::External`]. No allocation.
-    pub fn lookup(&self, ip: IpAddr, port: u16) -> Remote {
+    /// Who is at `ip:port`: a Service by ClusterIP (a ClusterIP belongs to one Service, so
+    /// the port only confirms it), else a pod by endpoint address, else [`Remote::External`].
+    /// One read lock, one hash lookup, reference-count increments: no allocation.
+    pub fn lookup(&self, ip: IpAddr, _port: u16) -> Remote {
         let inner = self.read();
-        if let Some(service) = inner
-            .by_ip_port
-            .get(&(ip, port))
-            .or_else(|| inner.by_ip.get(&ip))
-        {
-            return Remote::Service {
-                namespace: Arc::clone(&service.namespace),
-                name: Arc::clone(&service.name),
-            };
+        match inner.by_ip.get(&ip) {
+            Some(Slot {
+                service: Some((_, remote)),
+                ..
+            })
+            | Some(Slot {
+                endpoint: Some((_, remote)),
+                ..
+            }) => remote.clone(),
+            _ => Remote::External,
         }
-        if let Some(owner) = inner.endpoints.get(&ip)
-            && let Some(pod) = &owner.pod
-        {
-            return Remote::Pod {
-                namespace: Arc::clone(&pod.namespace),
-                name: Arc::clone(&pod.name),
-                service: owner.service.clone(),
-            };
-        }
-        Remote::External
     }
 
     /// Adds or replaces one Service.
@@ -232,9 +344,7 @@ impl RemoteIndex {
     /// Replaces every Service (a re-list).
     pub fn replace_services(&self, services: Vec<(ObjectName, ServiceEntry)>) {
         let mut inner = self.write();
-        inner.services.clear();
-        inner.by_ip.clear();
-        inner.by_ip_port.clear();
+        inner.clear_services();
         for (key, entry) in services {
             inner.index_service(&key, &entry);
             inner.services.insert(key, entry);
@@ -261,8 +371,7 @@ impl RemoteIndex {
     /// Replaces every EndpointSlice (a re-list).
     pub fn replace_slices(&self, slices: Vec<(ObjectName, SliceEntry)>) {
         let mut inner = self.write();
-        inner.slices.clear();
-        inner.endpoints.clear();
+        inner.clear_slices();
         for (key, entry) in slices {
             inner.index_slice(&key, &entry);
             inner.slices.insert(key, entry);
@@ -274,8 +383,8 @@ impl RemoteIndex {
         RemoteCounts {
             services: inner.services.len(),
             endpoint_slices: inner.slices.len(),
-            service_ports: inner.by_ip_port.len(),
-            endpoints: inner.endpoints.len(),
+            service_ips: inner.service_ips,
+            endpoints: inner.endpoint_ips,
         }
     }
 }

@@ -61,6 +61,7 @@ impl Sink<Pod> for PodSink {
 /// This node's labels.
 pub(super) struct NodeSink {
     pub labels: Arc<LabelIndex>,
+    pub node_name: String,
     pub listed: Option<BTreeMap<String, String>>,
 }
 
@@ -74,6 +75,12 @@ impl<K: Resource + Send + 'static> Sink<K> for NodeSink {
     }
 
     fn commit(&mut self) {
+        if self.listed.is_none() {
+            tracing::warn!(node = %self.node_name,
+                "the apiserver knows no node of this name; node labels stay unknown. Fix: set \
+                 the node name (NODE_NAME from spec.nodeName in a DaemonSet) to the node's \
+                 Kubernetes name");
+        }
         self.labels.set_node(self.listed.take());
     }
 

@@ -279,6 +279,7 @@ impl Supervisor {
         .backoff(backoff());
         let sink = NodeSink {
             labels: Arc::clone(&self.labels),
+            node_name: self.node_name.clone(),
             listed: None,
         };
         tasks.spawn(run(node, sink, cx(Kind::Node)));
