@@ -12,8 +12,8 @@ use std::{
 
 use serde_json::json;
 use sonde::kube::{
-    ApiserverError, ApiserverHandle, Kind, KubernetesConfig, PodSource, PodStore, Remote,
-    RemoteIndex, pods::OwnerRef, spawn_apiserver_source,
+    ApiserverError, ApiserverHandle, KubernetesConfig, PodSource, PodStore, Remote, RemoteIndex,
+    WatchKind, pods::OwnerRef, spawn_apiserver_source,
 };
 use sonde_tests::kube_standin::{
     ApiserverStandin, Resource,
@@ -63,7 +63,7 @@ async fn start_synced(standin: ApiserverStandin) -> Running {
         WAIT,
         running
             .handle
-            .wait_for(|s| s.kinds.len() == Kind::ALL.len() && s.healthy()),
+            .wait_for(|s| s.kinds.len() == WatchKind::ALL.len() && s.healthy()),
     )
     .await
     .unwrap_or_else(|_| panic!("not synced: {:#?}", running.handle.state()));
@@ -157,7 +157,10 @@ async fn pods_of_this_node_arrive_and_other_nodes_pods_do_not() {
         );
     }
     let state = running.handle.state();
-    assert_eq!(state.kind(Kind::Pods).map(|k| k.objects), Some(expected));
+    assert_eq!(
+        state.kind(WatchKind::Pods).map(|k| k.objects),
+        Some(expected)
+    );
     assert!(state.server.starts_with("https://127.0.0.1:"), "{state:?}");
 }
 
@@ -211,7 +214,7 @@ async fn changes_and_deletions_arrive_within_two_seconds() {
     );
     let state = running.handle.state();
     assert!(
-        state.kind(Kind::Pods).is_some_and(|k| k.events >= 3),
+        state.kind(WatchKind::Pods).is_some_and(|k| k.events >= 3),
         "{state:?}"
     );
 }
@@ -254,7 +257,7 @@ async fn gone_forces_a_relist_and_the_store_is_right_afterwards() {
     );
     assert!(s.list_requests(Resource::Pods) >= 2, "no re-list");
     let state = running.handle.state();
-    let pods = state.kind(Kind::Pods).expect("pods state");
+    let pods = state.kind(WatchKind::Pods).expect("pods state");
     assert!(pods.expired >= 1, "{pods:?}");
     assert!(pods.lists >= 2, "{pods:?}");
     assert_eq!(
@@ -298,7 +301,7 @@ async fn bookmarks_keep_the_version_current_so_no_relist_is_needed() {
     );
     assert_eq!(s.list_requests(Resource::Pods), 1, "re-listed");
     let state = running.handle.state();
-    assert_eq!(state.kind(Kind::Pods).map(|k| k.expired), Some(0));
+    assert_eq!(state.kind(WatchKind::Pods).map(|k| k.expired), Some(0));
     let resumed = s
         .requests()
         .into_iter()
@@ -337,7 +340,7 @@ async fn a_stream_cut_mid_object_is_resumed() {
     assert!(s.watch_requests(Resource::Pods) > watches_before);
     assert_eq!(s.list_requests(Resource::Pods), 1);
     let state = running.handle.state();
-    let pods = state.kind(Kind::Pods).expect("pods state");
+    let pods = state.kind(WatchKind::Pods).expect("pods state");
     assert_eq!(pods.consecutive_failures, 0, "{pods:?}");
 }
 
@@ -355,11 +358,14 @@ async fn wrong_token_is_diagnosed_as_401() {
     .expect("source starts");
     let state = tokio::time::timeout(
         WAIT,
-        handle.wait_for(|s| s.kind(Kind::Pods).is_some_and(|k| k.last_error.is_some())),
+        handle.wait_for(|s| {
+            s.kind(WatchKind::Pods)
+                .is_some_and(|k| k.last_error.is_some())
+        }),
     )
     .await
     .expect("an error is reported");
-    let pods_state = state.kind(Kind::Pods).expect("pods");
+    let pods_state = state.kind(WatchKind::Pods).expect("pods");
     let message = pods_state.last_error.as_deref().unwrap_or_default();
     assert!(message.contains("401 Unauthorized"), "{message}");
     assert!(
@@ -390,15 +396,15 @@ async fn forbidden_kind_names_the_missing_rbac_rule_and_recovers() {
     let state = tokio::time::timeout(
         WAIT,
         running.handle.wait_for(|s| {
-            s.kind(Kind::EndpointSlices)
+            s.kind(WatchKind::EndpointSlices)
                 .is_some_and(|k| k.last_error.is_some())
-                && s.kind(Kind::Pods).is_some_and(|k| k.synced)
-                && s.kind(Kind::Services).is_some_and(|k| k.synced)
+                && s.kind(WatchKind::Pods).is_some_and(|k| k.synced)
+                && s.kind(WatchKind::Services).is_some_and(|k| k.synced)
         }),
     )
     .await
     .unwrap_or_else(|_| panic!("{:#?}", running.handle.state()));
-    let slices = state.kind(Kind::EndpointSlices).expect("slices");
+    let slices = state.kind(WatchKind::EndpointSlices).expect("slices");
     let message = slices.last_error.as_deref().unwrap_or_default();
     assert!(message.contains("403 Forbidden"), "{message}");
     assert!(
@@ -410,14 +416,15 @@ async fn forbidden_kind_names_the_missing_rbac_rule_and_recovers() {
     assert!(message.contains("list endpointslices"), "{message}");
     assert!(!slices.synced);
     // The other kinds are not held back.
-    assert!(state.kind(Kind::Services).is_some_and(|k| k.synced));
+    assert!(state.kind(WatchKind::Services).is_some_and(|k| k.synced));
 
     running.standin.forbid(Resource::EndpointSlices, false);
     tokio::time::timeout(
         WAIT,
-        running
-            .handle
-            .wait_for(|s| s.kind(Kind::EndpointSlices).is_some_and(|k| k.healthy())),
+        running.handle.wait_for(|s| {
+            s.kind(WatchKind::EndpointSlices)
+                .is_some_and(|k| k.healthy())
+        }),
     )
     .await
     .expect("recovers once allowed");
@@ -569,14 +576,14 @@ async fn unreachable_apiserver_is_retried_and_reported() {
     let state = tokio::time::timeout(
         WAIT,
         handle.wait_for(|s| {
-            s.kind(Kind::Pods)
+            s.kind(WatchKind::Pods)
                 .is_some_and(|k| k.consecutive_failures >= 2)
         }),
     )
     .await
     .unwrap_or_else(|_| panic!("{:#?}", handle.state()));
     let message = state
-        .kind(Kind::Pods)
+        .kind(WatchKind::Pods)
         .and_then(|k| k.last_error.clone())
         .unwrap_or_default();
     assert!(message.contains("cannot reach the apiserver"), "{message}");

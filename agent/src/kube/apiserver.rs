@@ -26,7 +26,7 @@ mod watch;
 
 pub use config::KubernetesConfig;
 pub use error::ApiserverError;
-pub use kind::Kind;
+pub use kind::WatchKind;
 pub use labels::LabelIndex;
 pub use owners::{OwnerIndex, OwnerLink};
 pub use source::{ApiserverHandle, spawn_apiserver_source};

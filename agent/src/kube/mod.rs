@@ -18,8 +18,8 @@ pub mod services;
 pub mod store;
 
 pub use apiserver::{
-    ApiserverError, ApiserverHandle, ApiserverSyncState, Kind, KindSyncState, KubernetesConfig,
-    LabelIndex, OwnerIndex, spawn_apiserver_source,
+    ApiserverError, ApiserverHandle, ApiserverSyncState, KindSyncState, KubernetesConfig,
+    LabelIndex, OwnerIndex, WatchKind, spawn_apiserver_source,
 };
 pub use services::{ObjectName, Remote, RemoteIndex};
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use kube::runtime::watcher;
 
-use super::kind::Kind;
+use super::kind::WatchKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiserverError {
@@ -42,7 +42,7 @@ pub enum ApiserverError {
     Unreachable {
         server: String,
         credentials: String,
-        kind: Kind,
+        kind: WatchKind,
         verb: &'static str,
         detail: String,
     },
@@ -77,7 +77,7 @@ pub enum ApiserverError {
     )]
     Forbidden {
         server: String,
-        kind: Kind,
+        kind: WatchKind,
         verb: &'static str,
         rule: String,
         said: String,
@@ -89,7 +89,7 @@ pub enum ApiserverError {
     )]
     NotServed {
         server: String,
-        kind: Kind,
+        kind: WatchKind,
         group: &'static str,
         said: String,
     },
@@ -99,7 +99,7 @@ pub enum ApiserverError {
     )]
     Status {
         server: String,
-        kind: Kind,
+        kind: WatchKind,
         verb: &'static str,
         code: u16,
         said: String,
@@ -111,7 +111,7 @@ pub enum ApiserverError {
     )]
     Malformed {
         server: String,
-        kind: Kind,
+        kind: WatchKind,
         detail: String,
     },
     #[error(
@@ -120,7 +120,7 @@ pub enum ApiserverError {
     )]
     Other {
         server: String,
-        kind: Kind,
+        kind: WatchKind,
         verb: &'static str,
         detail: String,
     },
@@ -141,7 +141,7 @@ pub(super) enum Diagnosis {
 pub(super) struct Context<'a> {
     pub server: &'a str,
     pub credentials: &'a str,
-    pub kind: Kind,
+    pub kind: WatchKind,
 }
 
 pub(super) fn diagnose(err: &watcher::Error, cx: &Context<'_>) -> Diagnosis {

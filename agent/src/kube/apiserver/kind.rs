@@ -5,7 +5,7 @@ use serde::Serialize;
 /// One watched kind; exactly one watch per kind runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub enum WatchKind {
     /// This node's pods (`fieldSelector=spec.nodeName=<node>`).
     Pods,
     /// This node (`fieldSelector=metadata.name=<node>`), for its labels.
@@ -22,37 +22,37 @@ pub enum Kind {
     EndpointSlices,
 }
 
-impl Kind {
-    pub const ALL: [Kind; 7] = [
-        Kind::Pods,
-        Kind::Node,
-        Kind::Namespaces,
-        Kind::ReplicaSets,
-        Kind::Jobs,
-        Kind::Services,
-        Kind::EndpointSlices,
+impl WatchKind {
+    pub const ALL: [WatchKind; 7] = [
+        WatchKind::Pods,
+        WatchKind::Node,
+        WatchKind::Namespaces,
+        WatchKind::ReplicaSets,
+        WatchKind::Jobs,
+        WatchKind::Services,
+        WatchKind::EndpointSlices,
     ];
 
     /// The resource name, as in RBAC rules and URLs.
     pub fn resource(self) -> &'static str {
         match self {
-            Kind::Pods => "pods",
-            Kind::Node => "nodes",
-            Kind::Namespaces => "namespaces",
-            Kind::ReplicaSets => "replicasets",
-            Kind::Jobs => "jobs",
-            Kind::Services => "services",
-            Kind::EndpointSlices => "endpointslices",
+            WatchKind::Pods => "pods",
+            WatchKind::Node => "nodes",
+            WatchKind::Namespaces => "namespaces",
+            WatchKind::ReplicaSets => "replicasets",
+            WatchKind::Jobs => "jobs",
+            WatchKind::Services => "services",
+            WatchKind::EndpointSlices => "endpointslices",
         }
     }
 
     /// The API group (`""` is the core group).
     pub fn api_group(self) -> &'static str {
         match self {
-            Kind::Pods | Kind::Node | Kind::Namespaces | Kind::Services => "",
-            Kind::ReplicaSets => "apps",
-            Kind::Jobs => "batch",
-            Kind::EndpointSlices => "discovery.k8s.io",
+            WatchKind::Pods | WatchKind::Node | WatchKind::Namespaces | WatchKind::Services => "",
+            WatchKind::ReplicaSets => "apps",
+            WatchKind::Jobs => "batch",
+            WatchKind::EndpointSlices => "discovery.k8s.io",
         }
     }
 
@@ -66,7 +66,7 @@ impl Kind {
     }
 }
 
-impl std::fmt::Display for Kind {
+impl std::fmt::Display for WatchKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.resource())
     }

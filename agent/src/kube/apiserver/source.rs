@@ -28,7 +28,7 @@ use tokio::{sync::watch, task::JoinSet};
 
 use super::{
     ApiserverError, KubernetesConfig,
-    kind::Kind,
+    kind::WatchKind,
     labels::{LabelIndex, Labels},
     owners::{OwnerIndex, OwnerLink},
     sinks::{NamespaceSink, NodeSink, OwnerSink, PodSink, ServiceSink, SliceSink},
@@ -243,7 +243,7 @@ impl Supervisor {
         });
 
         let mut tasks = JoinSet::new();
-        let cx = |kind: Kind| {
+        let cx = |kind: WatchKind| {
             self.state.send_modify(|s| {
                 s.kinds.entry(kind).or_default();
             });
@@ -269,7 +269,7 @@ impl Supervisor {
             store: Arc::clone(&self.pod_store),
             listed: Vec::new(),
         };
-        tasks.spawn(run(pods, sink, cx(Kind::Pods)));
+        tasks.spawn(run(pods, sink, cx(WatchKind::Pods)));
 
         let node = watcher(
             Api::<PartialObjectMeta<Node>>::all(client.clone()),
@@ -282,7 +282,7 @@ impl Supervisor {
             node_name: self.node_name.clone(),
             listed: None,
         };
-        tasks.spawn(run(node, sink, cx(Kind::Node)));
+        tasks.spawn(run(node, sink, cx(WatchKind::Node)));
 
         let namespaces = watcher(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
@@ -293,7 +293,7 @@ impl Supervisor {
             labels: Arc::clone(&self.labels),
             listed: Vec::new(),
         };
-        tasks.spawn(run(namespaces, sink, cx(Kind::Namespaces)));
+        tasks.spawn(run(namespaces, sink, cx(WatchKind::Namespaces)));
 
         if self.config.watch_owners {
             let replica_sets = watcher(
@@ -306,7 +306,7 @@ impl Supervisor {
                 link: OwnerLink::ReplicaSet,
                 listed: Vec::new(),
             };
-            tasks.spawn(run(replica_sets, sink, cx(Kind::ReplicaSets)));
+            tasks.spawn(run(replica_sets, sink, cx(WatchKind::ReplicaSets)));
 
             let jobs = watcher(
                 Api::<PartialObjectMeta<Job>>::all(client.clone()),
@@ -318,7 +318,7 @@ impl Supervisor {
                 link: OwnerLink::Job,
                 listed: Vec::new(),
             };
-            tasks.spawn(run(jobs, sink, cx(Kind::Jobs)));
+            tasks.spawn(run(jobs, sink, cx(WatchKind::Jobs)));
         }
 
         if self.config.watch_services {
@@ -328,7 +328,7 @@ impl Supervisor {
                 remote: Arc::clone(&self.remote),
                 listed: Vec::new(),
             };
-            tasks.spawn(run(services, sink, cx(Kind::Services)));
+            tasks.spawn(run(services, sink, cx(WatchKind::Services)));
 
             let slices =
                 watcher(Api::<EndpointSlice>::all(client.clone()), base.clone()).backoff(backoff());
@@ -336,7 +336,7 @@ impl Supervisor {
                 remote: Arc::clone(&self.remote),
                 listed: Vec::new(),
             };
-            tasks.spawn(run(slices, sink, cx(Kind::EndpointSlices)));
+            tasks.spawn(run(slices, sink, cx(WatchKind::EndpointSlices)));
         }
 
         // The watches never end; a panic in one is logged and the others go on.

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, time::SystemTime};
 
 use serde::Serialize;
 
-use super::kind::Kind;
+use super::kind::WatchKind;
 
 /// One watch's health.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -51,7 +51,7 @@ pub struct ApiserverSyncState {
     /// Why no client could be built yet (cause and fix); `None` once it could.
     pub client_error: Option<String>,
     /// One entry per watch that runs.
-    pub kinds: BTreeMap<Kind, KindSyncState>,
+    pub kinds: BTreeMap<WatchKind, KindSyncState>,
 }
 
 impl ApiserverSyncState {
@@ -62,7 +62,7 @@ impl ApiserverSyncState {
             && self.kinds.values().all(KindSyncState::healthy)
     }
 
-    pub fn kind(&self, kind: Kind) -> Option<&KindSyncState> {
+    pub fn kind(&self, kind: WatchKind) -> Option<&KindSyncState> {
         self.kinds.get(&kind)
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     error::{Context, Diagnosis, diagnose},
-    kind::Kind,
+    kind::WatchKind,
     sync::ApiserverSyncState,
 };
 
@@ -33,7 +33,7 @@ pub(super) trait Sink<K>: Send + 'static {
 }
 
 pub(super) struct WatchContext {
-    pub kind: Kind,
+    pub kind: WatchKind,
     pub server: String,
     pub credentials: String,
     pub state: watch::Sender<ApiserverSyncState>,
