@@ -336,12 +336,40 @@ async fn a_stream_cut_mid_object_is_resumed() {
     assert_eq!(s.cuts(), 1, "the event was not cut");
     // Resumed from its version (the event replayed by a new watch), not re-listed. kube-rs
     // takes a connection cut mid-chunk for the end of the watch (no error comes out), so the
-    // resumption shows in the stand-in's requests, not in `stream_restarts`.
+    // resumption shows in the stand-in's requests, not in `stream_errors`.
     assert!(s.watch_requests(Resource::Pods) > watches_before);
     assert_eq!(s.list_requests(Resource::Pods), 1);
     let state = running.handle.state();
     let pods = state.kind(WatchKind::Pods).expect("pods state");
     assert_eq!(pods.consecutive_failures, 0, "{pods:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_event_is_counted_and_the_watch_goes_on() {
+    let running = start_synced(ApiserverStandin::start()).await;
+    let s = &running.standin;
+    s.send_raw_line(
+        Resource::Pods,
+        r#"{"type": "ADDED", "object": {"metadata": 7"#,
+    );
+    let mut pod = fixture_pod(s, "e2e-deployment-79967c5968-zjslc");
+    let uid = pod["metadata"]["uid"].as_str().expect("uid").to_string();
+    pod["metadata"]["labels"]["sonde-test"] = json!("after-garbage");
+    s.apply(Resource::Pods, pod);
+    assert!(
+        eventually(Duration::from_secs(2), || {
+            running.pods.lookup_pod(&uid).is_some_and(|p| {
+                p.labels.get("sonde-test").map(String::as_str) == Some("after-garbage")
+            })
+        })
+        .await,
+        "watch stopped after a malformed event"
+    );
+    let state = running.handle.state();
+    let pods = state.kind(WatchKind::Pods).expect("pods state");
+    assert!(pods.stream_errors >= 1, "{pods:?}");
+    assert_eq!(pods.consecutive_failures, 0, "{pods:?}");
+    assert_eq!(s.list_requests(Resource::Pods), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

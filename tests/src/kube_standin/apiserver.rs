@@ -412,6 +412,17 @@ impl ApiserverStandin {
         lock(&self.state).cut_next = Some(resource);
     }
 
+    /// Sends `line` (plus a newline) as is to every open watch of `resource`: a malformed
+    /// event.
+    pub fn send_raw_line(&self, resource: Resource, line: &str) {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        let bytes = Bytes::from(bytes);
+        lock(&self.state)
+            .watches
+            .retain(|w| w.resource != resource || w.tx.send(Chunk::Data(bytes.clone())).is_ok());
+    }
+
     /// How many watch events were cut mid-object so far.
     pub fn cuts(&self) -> usize {
         lock(&self.state).cuts

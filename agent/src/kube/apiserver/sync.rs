@@ -30,9 +30,11 @@ pub struct KindSyncState {
     /// `410 Gone` answers: the watch's resourceVersion had been compacted, so the kind was
     /// re-listed. Expected now and then; not a failure.
     pub expired: u64,
-    /// Watch streams that broke (connection cut, malformed event) and were resumed from the
-    /// last resourceVersion. Not a failure unless resuming fails.
-    pub stream_restarts: u64,
+    /// Errors inside a watch stream (a read error, a malformed event): the watch goes on, or
+    /// resumes from the last resourceVersion. Not a failure unless resuming fails. (A
+    /// connection cut mid-event is taken by kube-rs for the end of the watch and resumed
+    /// without an error, so it is not counted here.)
+    pub stream_errors: u64,
 }
 
 impl KindSyncState {

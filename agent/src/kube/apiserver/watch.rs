@@ -102,7 +102,7 @@ pub(super) async fn run<K, S>(
                         tracing::debug!(%kind, %detail,
                             "apiserver watch stream broke; resuming from the last version");
                         cx.state
-                            .send_modify(|s| s.kinds.entry(kind).or_default().stream_restarts += 1);
+                            .send_modify(|s| s.kinds.entry(kind).or_default().stream_errors += 1);
                     }
                     Diagnosis::Failure(error) => {
                         let message = error.to_string();
