@@ -42,6 +42,7 @@ fn kube_with_pods(n: u64) -> KubeJoin {
     KubeJoin {
         pods: std::sync::Arc::new(store),
         kubelet: None,
+        remote: None,
     }
 }
 

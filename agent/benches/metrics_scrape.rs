@@ -61,6 +61,7 @@ fn main() {
             })),
             found: None,
             pod: None,
+            remote: None,
         };
         let remote = 10 + (c % 200) as u8;
         for (dir, addr) in [

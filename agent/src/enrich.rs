@@ -7,13 +7,14 @@
 //! knows adds the pod: namespace, name, container name, image and owning workload. A container
 //! of a pod (its cgroup is under kubepods) that the store does not know yet asks the kubelet
 //! source for a refresh (coalesced and rate-limited there), so metadata that arrives late — the
-//! bootstrap phase of a node — is picked up within a refresh interval of the first event.
+//! bootstrap phase of a node — is picked up within a refresh interval of the first event. A
+//! connection's remote address is named from the apiserver's Services and EndpointSlices.
 
 use std::sync::Arc;
 
 use crate::{
     event::{ConnPhase, Event},
-    kube::{ContainerRef, KubeletHandle, PodStore},
+    kube::{ContainerRef, KubeletHandle, PodStore, Remote, RemoteIndex},
     node::{FoundConn, NodeModel, cgroup::CgroupInfo},
 };
 
@@ -26,6 +27,9 @@ pub struct Attribution {
     pub pod: Option<ContainerRef>,
     /// For a connection found at start-up and now closing: its owner and id from the scan.
     pub found: Option<FoundConn>,
+    /// For a connection: the Service or pod at the remote address, or `External`; `None`
+    /// without apiserver metadata.
+    pub remote: Option<Remote>,
 }
 
 impl Attribution {
@@ -41,6 +45,8 @@ impl Attribution {
 pub struct KubeJoin {
     pub pods: Arc<PodStore>,
     pub kubelet: Option<Arc<KubeletHandle>>,
+    /// Services and endpoints by address, when the apiserver source runs.
+    pub remote: Option<Arc<RemoteIndex>>,
 }
 
 impl KubeJoin {
@@ -65,7 +71,17 @@ impl KubeJoin {
             pod: self.pod_of(cgroup.as_deref()),
             cgroup,
             found: None,
+            remote: None,
         }
+    }
+
+    /// The Service or pod at `addr`, when the apiserver metadata is there.
+    pub fn remote_of(&self, addr: std::net::SocketAddr) -> Option<Remote> {
+        let ip = match addr.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        Some(self.remote.as_ref()?.lookup(ip, addr.port()))
     }
 }
 
@@ -97,8 +113,13 @@ pub fn attribute(node: &mut NodeModel, kube: &KubeJoin, ev: &Event) -> Attributi
     if id == 0 {
         id = found.as_ref().map_or(0, |f| f.cgroup_id);
     }
+    let remote = match ev {
+        Event::Conn(c) => kube.remote_of(c.remote()),
+        _ => None,
+    };
     Attribution {
         found,
+        remote,
         ..kube.attribute_cgroup(node, id)
     }
 }

@@ -24,7 +24,8 @@ use crate::{
         fanout::StreamHub,
         filter::FilterKeys,
         metrics::{
-            self, HealthSnapshot, Metrics, MetricsError, MetricsOptions, labels::PodStoreLabels,
+            self, HealthSnapshot, Metrics, MetricsError, MetricsOptions,
+            labels::{PodStoreLabels, RemoteResolver},
             pipeline::PipelineMetrics,
         },
         rotate::{RotateError, RotateOptions, RotatingFile},
@@ -32,7 +33,10 @@ use crate::{
         summary::Summary,
         writer::OutputWriter,
     },
-    kube::{KubeletConfig, KubeletSyncState, PodStore, spawn_kubelet_source},
+    kube::{
+        ApiserverHandle, ApiserverSyncState, KubeletConfig, KubeletSyncState, PodStore, Remote,
+        RemoteIndex, resolve_node_name, spawn_apiserver_source, spawn_kubelet_source,
+    },
     node::{self, Bootstrap, NodeModel, NodeOptions, cgroup::CgroupError},
 };
 
@@ -129,6 +133,8 @@ pub struct RunStats {
     pub processes_evicted: u64,
     /// The kubelet source's state at the end, when it ran.
     pub kubelet: Option<KubeletSyncState>,
+    /// The apiserver source's state at the end, when it ran.
+    pub apiserver: Option<ApiserverSyncState>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -153,6 +159,8 @@ struct Pipeline<'a> {
     ctx: Context,
     node: NodeModel,
     kube: KubeJoin,
+    /// The apiserver source's state, for the status API.
+    apiserver: Option<watch::Receiver<ApiserverSyncState>>,
     bootstrap: BootstrapState,
     bootstrap_stats: Option<BootstrapStats>,
     /// Per-workload counters: for `--summary` and the status API.
@@ -496,7 +504,10 @@ impl Pipeline<'_> {
                         .kubelet
                         .as_ref()
                         .map(|k| status::SourceState::from_kubelet(&k.state())),
-                    apiserver: None,
+                    apiserver: self
+                        .apiserver
+                        .as_ref()
+                        .map(|a| status::SourceState::from_apiserver(&a.borrow())),
                 },
             },
             workloads: workloads.iter().map(status::WorkloadStatus::from).collect(),
@@ -525,6 +536,58 @@ fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
         }
         let _ = stop.send(true);
     });
+}
+
+/// The `remote` metric label from the apiserver's Services and endpoints: `service:<ns>/<name>`
+/// (a pod that backs a Service counts as that Service), `pod:<ns>/<name>`, or `external` once
+/// Services are known (`None` before: the label stays `unknown`).
+fn remote_resolver(remote: Arc<RemoteIndex>) -> Arc<dyn RemoteResolver> {
+    Arc::new(move |ip| match remote.lookup(ip, 0) {
+        Remote::Service { namespace, name }
+        | Remote::Pod {
+            namespace,
+            service: Some(name),
+            ..
+        } => Some(Arc::from(format!("service:{namespace}/{name}"))),
+        Remote::Pod {
+            namespace, name, ..
+        } => Some(Arc::from(format!("pod:{namespace}/{name}"))),
+        Remote::External => (remote.counts().services > 0).then(|| Arc::from("external")),
+    })
+}
+
+/// Starts the apiserver watches when configured (`kubernetes.enabled` and a kubeconfig, or
+/// running in a pod); a failure to start is logged and the agent runs on without them.
+fn start_apiserver(
+    opts: &RunOptions,
+    pods: &Arc<PodStore>,
+    remote: &Arc<RemoteIndex>,
+) -> Option<ApiserverHandle> {
+    let config = &opts.kubernetes;
+    if !config.enabled {
+        return None;
+    }
+    if config.kubeconfig.is_none() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+        tracing::info!("apiserver metadata off: no kubernetes.kubeconfig and not running in a pod");
+        return None;
+    }
+    let node = match &opts.node_name {
+        Some(name) => name.clone(),
+        None => match resolve_node_name(None) {
+            Ok(n) => n.name,
+            Err(err) => {
+                tracing::warn!(%err, "apiserver metadata off: this node's name is unknown (set node_name)");
+                return None;
+            }
+        },
+    };
+    match spawn_apiserver_source(config.clone(), &node, Arc::clone(pods), Arc::clone(remote)) {
+        Ok(handle) => Some(handle),
+        Err(err) => {
+            tracing::warn!(%err, "apiserver metadata off");
+            None
+        }
+    }
 }
 
 /// Runs the agent until stopped; `dest` receives the event stream.
@@ -561,6 +624,8 @@ pub async fn run(
         std::sync::Arc::new(spawn_kubelet_source(config, std::sync::Arc::clone(&pods)))
     });
     let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
+    let remote = Arc::new(RemoteIndex::new());
+    let apiserver = start_apiserver(&opts, &pods, &remote);
     let (pipeline_metrics, metrics_server) = match listener {
         Some((listener, metrics)) => {
             // Pod names are resolved at scrape time: series counted before the kubelet knew a
@@ -571,6 +636,10 @@ pub async fn run(
             if let Some(k) = &kubelet {
                 metrics.health.set_kubelet(k.subscribe());
             }
+            let metrics = match &apiserver {
+                Some(_) => metrics.with_remote_resolver(remote_resolver(Arc::clone(&remote))),
+                None => metrics,
+            };
             let mut base = HealthSnapshot {
                 ring_buffer_bytes: u64::from(opts.capture.ring_buffer_bytes),
                 ..HealthSnapshot::default()
@@ -588,6 +657,7 @@ pub async fn run(
     let kube = KubeJoin {
         pods: Arc::clone(&pods),
         kubelet: kubelet.clone(),
+        remote: apiserver.as_ref().map(|_| Arc::clone(&remote)),
     };
     let probes = capture.probes.clone();
     let missing_fields = capture.missing_fields.clone();
@@ -623,6 +693,7 @@ pub async fn run(
         ctx: Context::new(),
         node,
         kube,
+        apiserver: apiserver.as_ref().map(|a| a.subscribe()),
         bootstrap: BootstrapState::Running(bootstrap_rx),
         bootstrap_stats: None,
         workloads: (opts.summary.is_some() || status.is_some())
@@ -702,6 +773,7 @@ pub async fn run(
         processes_known: process_stats.entries,
         processes_evicted: process_stats.evicted,
         kubelet: kubelet.map(|k| k.state()),
+        apiserver: apiserver.as_ref().map(|a| a.state()),
     };
     if let Err(err) = output_result
         && err.kind() != std::io::ErrorKind::BrokenPipe

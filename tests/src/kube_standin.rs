@@ -9,13 +9,17 @@
 //!   401), authorization (403) and fault modes (slow answers, cut bodies);
 //! - [`payloads`]: the fixtures and generated pod lists (10,000 pods from real templates).
 //!
-//! An apiserver stand-in (list + watch with resourceVersion, bookmarks, fieldSelector, 410
-//! Gone) is another set of routes on the same [`server::TestServer`] and [`pki::TestCa`].
+//! - [`apiserver`]: the apiserver's list + watch (resourceVersion, bookmarks, fieldSelector,
+//!   410 Gone, metadata-only answers), token authentication (401), RBAC denials (403) and
+//!   stream faults — another set of routes on the same [`server::TestServer`] and
+//!   [`pki::TestCa`].
 
+pub mod apiserver;
 pub mod kubelet;
 pub mod payloads;
 pub mod pki;
 pub mod server;
 
+pub use apiserver::{ApiserverStandin, Resource, SeenApiRequest};
 pub use kubelet::{Fault, KubeletOptions, KubeletStandin, SeenRequest};
 pub use pki::{ServerCert, TestCa};

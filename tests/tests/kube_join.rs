@@ -2,7 +2,8 @@
 //! pod UIDs of the vendored kubelet payload, a test kubelet over real HTTPS serving that
 //! payload as it is, and the real agent — its events name the namespace, pod, container,
 //! image and owning workload; and when the kubelet only comes up after the agent (a node's
-//! bootstrap), the same containers' events carry the tags within 2 s of it answering.
+//! bootstrap), the same containers' events carry the tags within 2 s of it answering; with
+//! the test apiserver, a connection's remote end is named (Service, pod, or external).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,11 @@ use serde_json::Value;
 use sonde_tests::{
     agent::Agent,
     cgroup::remove_everywhere,
-    kube_standin::{KubeletStandin, payloads},
+    kube_standin::{
+        ApiserverStandin, KubeletStandin, Resource,
+        apiserver::{FIXTURE_NODE, endpoint_slice, service},
+        payloads,
+    },
     metrics::{Exposition, scrape},
     runc::{Bundle, unique_id},
 };
@@ -256,5 +261,110 @@ fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
                     && s.labels.get("workload").map(String::as_str) == Some("e2e-deployment")
             ),
         "{labelled:?}"
+    );
+}
+
+/// A listener on `ip` (any 127.0.0.0/8 address is local) that accepts and closes.
+fn listen_on(ip: &str) -> u16 {
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("bind a loopback address");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    port
+}
+
+#[test]
+fn connections_to_a_service_and_to_a_pod_are_named() {
+    // Loopback addresses stand for a ClusterIP and a pod IP: the apiserver says what they are.
+    let (cluster_ip, pod_ip, outside_ip) = ("127.10.0.1", "127.10.0.2", "127.10.0.3");
+    let (svc_port, pod_port, outside_port) = (
+        listen_on(cluster_ip),
+        listen_on(pod_ip),
+        listen_on(outside_ip),
+    );
+    let standin = ApiserverStandin::start();
+    standin.apply(
+        Resource::Services,
+        service("scraper", "e2e-web", cluster_ip, &[svc_port]),
+    );
+    standin.apply(
+        Resource::EndpointSlices,
+        endpoint_slice(
+            "scraper",
+            "e2e-web-x7k2p",
+            "e2e-web",
+            &[(pod_ip, "e2e-deployment-79967c5968-8bnn8")],
+        ),
+    );
+    let kubeconfig = standin.kubeconfig();
+    let agent = Agent::start(&[
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8"),
+        "--node-name",
+        FIXTURE_NODE,
+        "--kubelet-enabled",
+        "false",
+    ]);
+    let named = |ev: &[Value], port: u16, kind: &str| {
+        ev.iter().any(|e| {
+            e["type"] == "tcp_close"
+                && e["direction"] == "outbound"
+                && e["remote_port"] == port
+                && e["remote_kind"] == kind
+        })
+    };
+    // Until the watches have listed, remote ends are not known yet: keep connecting.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut events = Vec::new();
+    while Instant::now() < deadline {
+        for (ip, port) in [
+            (cluster_ip, svc_port),
+            (pod_ip, pod_port),
+            (outside_ip, outside_port),
+        ] {
+            drop(std::net::TcpStream::connect((ip, port)).expect("connect"));
+        }
+        events = agent.wait_for(Duration::from_millis(300), |ev| {
+            named(ev, svc_port, "service")
+                && named(ev, pod_port, "pod")
+                && named(ev, outside_port, "external")
+        });
+        if named(&events, svc_port, "service")
+            && named(&events, pod_port, "pod")
+            && named(&events, outside_port, "external")
+        {
+            break;
+        }
+    }
+    let stopped = agent.stop();
+    stopped.assert_nothing_lost();
+    let first = |port: u16, kind: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e["type"] == "tcp_close" && e["remote_port"] == port && e["remote_kind"] == kind
+            })
+            .unwrap_or_else(|| panic!("no tcp_close to port {port} named {kind}"))
+            .clone()
+    };
+    let svc = first(svc_port, "service");
+    assert_eq!(svc["remote_namespace"], "scraper");
+    assert_eq!(svc["remote_name"], "e2e-web");
+    let pod = first(pod_port, "pod");
+    assert_eq!(pod["remote_namespace"], "scraper");
+    assert_eq!(pod["remote_name"], "e2e-deployment-79967c5968-8bnn8");
+    assert_eq!(pod["remote_service"], "e2e-web");
+    let outside = first(outside_port, "external");
+    assert!(outside["remote_name"].is_null(), "{outside}");
+    // The apiserver's pods of this node fill the pod store too.
+    assert!(
+        stopped.stats["apiserver"]["kinds"]["pods"]["objects"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{}",
+        stopped.stats["apiserver"]
     );
 }

@@ -58,7 +58,10 @@ fn the_output_file_rotates_by_size_without_losing_or_splitting_lines() {
         .chain([path.clone()])
     {
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!("{}: {e} ({EXECS} execs fill more than {KEEP} files)", file.display())
+            panic!(
+                "{}: {e} ({EXECS} execs fill more than {KEEP} files)",
+                file.display()
+            )
         });
         assert!(
             text.len() <= LIMIT,

@@ -118,6 +118,39 @@ pub fn test(args: &[String]) -> Result<()> {
     status(&mut cmd, "the test suite")
 }
 
+/// rustls must use the ring provider only: aws-lc-rs needs cmake, which build machines lack,
+/// and a second provider makes rustls' process default ambiguous.
+fn no_aws_lc() -> Result<()> {
+    let output = cargo()?
+        .args([
+            "tree",
+            "--workspace",
+            "--exclude",
+            "sonde-ebpf",
+            "--edges",
+            "normal,build,dev",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .context("running cargo tree")?;
+    if !output.status.success() {
+        bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let tree = String::from_utf8_lossy(&output.stdout);
+    if let Some(line) = tree.lines().find(|l| l.starts_with("aws-lc")) {
+        bail!(
+            "{line} is in the dependency tree (see `cargo tree -i {}`): use rustls with the \
+             ring provider only (default-features = false, features = [\"ring\"])",
+            line.split_whitespace().next().unwrap_or("aws-lc-rs")
+        );
+    }
+    Ok(())
+}
+
 pub fn lint() -> Result<()> {
     status(
         cargo()?.args(["fmt", "--all", "--", "--check"]),
@@ -136,6 +169,7 @@ pub fn lint() -> Result<()> {
         ]),
         "cargo clippy -D warnings",
     )?;
+    no_aws_lc()?;
     // The eBPF crate only compiles for the bpf target, with nightly (as agent/build.rs builds it).
     let mut nightly = Command::new("rustup");
     nightly

@@ -157,23 +157,7 @@ impl Default for NodeConfig {
     }
 }
 
-/// `kubernetes.*`: apiserver metadata.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KubernetesConfig {
-    pub enabled: bool,
-    /// `None`: in-cluster service account.
-    pub kubeconfig: Option<PathBuf>,
-}
-
-impl Default for KubernetesConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            kubeconfig: None,
-        }
-    }
-}
+pub use crate::kube::KubernetesConfig;
 
 /// `metrics.*`: the Prometheus endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

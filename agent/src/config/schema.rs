@@ -349,7 +349,7 @@ pub static KEYS: &[Key] = &[
         "kubernetes.enabled",
         Kind::Bool,
         None,
-        "Use Kubernetes metadata (kubelet, apiserver). `false` on a plain host.",
+        "Watch the apiserver (pods of this node, owners, Services, EndpointSlices). Without a kubeconfig and outside a pod it is skipped with a log line.",
     ),
     nullable(key(
         "kubernetes.kubeconfig",
@@ -357,6 +357,30 @@ pub static KEYS: &[Key] = &[
         Some("--kubeconfig"),
         "Kubeconfig for the apiserver; `null`: the in-cluster service account.",
     )),
+    nullable(key(
+        "kubernetes.context",
+        Kind::Str,
+        None,
+        "The kubeconfig context to use; `null`: its current context.",
+    )),
+    key(
+        "kubernetes.watch_services",
+        Kind::Bool,
+        None,
+        "Watch Services and EndpointSlices (all namespaces) to name remote addresses.",
+    ),
+    key(
+        "kubernetes.watch_owners",
+        Kind::Bool,
+        None,
+        "Watch ReplicaSets and Jobs (metadata only) to resolve a pod's owner to its Deployment or CronJob.",
+    ),
+    key(
+        "kubernetes.max_backoff",
+        Kind::Duration,
+        None,
+        "Longest wait between retries of a failing watch.",
+    ),
     key(
         "metrics.enabled",
         Kind::Bool,

@@ -13,7 +13,7 @@ use super::Context;
 use crate::{
     enrich::Attribution,
     event::{self, ConnPhase, Event, ExitStatus},
-    kube::workload::workload,
+    kube::{Remote, workload::workload},
     node::{
         FoundConn,
         process::{self, ProcessInfo},
@@ -227,6 +227,26 @@ fn attribution_fields(o: &mut Obj<'_>, attr: &Attribution) {
     opt_str(o, "workload", workload.map(|w| w.1));
 }
 
+/// Who is at the remote end of a connection (Kubernetes Services and endpoints).
+fn remote_fields(o: &mut Obj<'_>, remote: Option<&Remote>) {
+    let (kind, namespace, name, service) = match remote {
+        None => (None, None, None, None),
+        Some(Remote::External) => (Some("external"), None, None, None),
+        Some(Remote::Service { namespace, name }) => {
+            (Some("service"), Some(namespace), Some(name), Some(name))
+        }
+        Some(Remote::Pod {
+            namespace,
+            name,
+            service,
+        }) => (Some("pod"), Some(namespace), Some(name), service.as_ref()),
+    };
+    opt_str(o, "remote_kind", kind);
+    opt_str(o, "remote_namespace", namespace.map(|n| n.as_ref()));
+    opt_str(o, "remote_name", name.map(|n| n.as_ref()));
+    opt_str(o, "remote_service", service.map(|n| n.as_ref()));
+}
+
 fn addr_fields(o: &mut Obj<'_>, local: SocketAddr, remote: SocketAddr) {
     o.str("family", if local.is_ipv4() { "ipv4" } else { "ipv6" });
     o.ip("local_addr", local.ip());
@@ -329,6 +349,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, attr: &Attribution, ctx: &mut 
                 Some(e) => o.str("error", &e),
                 None => o.null("error"),
             }
+            remote_fields(&mut o, attr.remote.as_ref());
         }
         Event::Cgroup { .. } => {}
     }
@@ -376,6 +397,7 @@ pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, attr: &Attribution, ct
     o.bool("found_at_start", true);
     o.null("connect_latency_ns");
     o.null("error");
+    remote_fields(&mut o, attr.remote.as_ref());
     attribution_fields(&mut o, attr);
     o.end();
 }

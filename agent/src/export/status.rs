@@ -146,6 +146,36 @@ impl SourceState {
     }
 }
 
+impl SourceState {
+    /// The apiserver source's state as status shows it; `pods` is this node's pods.
+    pub fn from_apiserver(a: &crate::kube::ApiserverSyncState) -> Self {
+        use crate::kube::WatchKind;
+        let failing = a
+            .kinds
+            .iter()
+            .find(|(_, k)| k.consecutive_failures > 0 || k.last_error.is_some() && !k.synced);
+        let state = if a.healthy() {
+            "ok"
+        } else if a.kinds.values().any(|k| k.synced) {
+            "degraded"
+        } else if a.client_error.is_some() || failing.is_some() {
+            "unreachable"
+        } else {
+            "starting"
+        };
+        let error = a.client_error.clone().or_else(|| {
+            failing.and_then(|(kind, k)| k.last_error.as_ref().map(|e| format!("{kind:?}: {e}")))
+        });
+        let pods = a.kind(WatchKind::Pods).filter(|k| k.synced);
+        Self {
+            state: state.into(),
+            pods: pods.map(|k| k.objects as u64),
+            error: if a.healthy() { None } else { error },
+            last_sync: pods.and_then(|k| k.last_success).map(rfc3339),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SourceState {
     /// e.g. `ok`, `degraded`, `unreachable`, `unauthorized`.

@@ -5,16 +5,26 @@
 //! - [`kubelet`]: the kubelet `/pods` client, its diagnosis of failures, and the refresher task
 //!   that keeps the store's kubelet view current;
 //! - [`node`]: which node this agent runs on; [`detect`]: whether this host is a Kubernetes node;
-//! - [`workload`]: a pod's top-level controller (Deployment, CronJob, …) from the pod alone.
-//!
-//! The apiserver watchers plug in as another [`store::PodSource`] feeding the same store.
+//! - [`workload`]: a pod's top-level controller (Deployment, CronJob, …) from the pod alone;
+//! - [`apiserver`]: the apiserver watches (kube-rs): this node's pods as another
+//!   [`store::PodSource`] feeding the same store, node and namespace labels, owner links
+//!   (ReplicaSet → Deployment, Job → CronJob), Services and EndpointSlices;
+//! - [`services`]: the remote index — which Service or pod is at a peer address.
 
+pub mod apiserver;
 pub mod detect;
 pub mod kubelet;
 pub mod node;
 pub mod pods;
+pub mod services;
 pub mod store;
 pub mod workload;
+
+pub use apiserver::{
+    ApiserverError, ApiserverHandle, ApiserverSyncState, KindSyncState, KubernetesConfig,
+    LabelIndex, OwnerIndex, WatchKind, spawn_apiserver_source,
+};
+pub use services::{ObjectName, Remote, RemoteIndex};
 
 pub use kubelet::{
     KubeletClient, KubeletConfig, KubeletError, KubeletHandle, KubeletSyncState,

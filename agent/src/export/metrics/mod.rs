@@ -155,6 +155,7 @@ mod tests {
             })),
             found: None,
             pod: None,
+            remote: None,
         }
     }
 

@@ -1,0 +1,68 @@
+//! The `kubernetes.*` configuration keys: how to reach the apiserver, and what to watch.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// The `kubernetes.*` configuration (apiserver watches).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// `kubernetes.enabled`: watch the apiserver at all. `false` on plain hosts.
+    pub enabled: bool,
+    /// `kubernetes.kubeconfig`: a kubeconfig file (server, CA, credentials). `null` (the
+    /// default) uses the in-cluster service account (`KUBERNETES_SERVICE_HOST`/`_PORT`, the
+    /// token and CA under `/var/run/secrets/kubernetes.io/serviceaccount/`).
+    pub kubeconfig: Option<PathBuf>,
+    /// `kubernetes.context`: the kubeconfig context to use; `null` uses its current context.
+    pub context: Option<String>,
+    /// `kubernetes.watch_services`: watch Services and EndpointSlices (all namespaces) to
+    /// name remote addresses. Off saves their memory on very large clusters.
+    pub watch_services: bool,
+    /// `kubernetes.watch_owners`: watch ReplicaSets and Jobs (all namespaces) to resolve a
+    /// pod's owner to its Deployment or CronJob.
+    pub watch_owners: bool,
+    /// `kubernetes.max_backoff`: longest wait between retries of a failing watch.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            kubeconfig: None,
+            context: None,
+            watch_services: true,
+            watch_owners: true,
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keys() {
+        let config: KubernetesConfig = serde_json::from_str(
+            r#"{"kubeconfig": "/etc/sonde/kubeconfig", "context": "kind",
+                "watch_services": false, "max_backoff": "5s"}"#,
+        )
+        .expect("config parses");
+        assert!(config.enabled);
+        assert_eq!(
+            config.kubeconfig,
+            Some(PathBuf::from("/etc/sonde/kubeconfig"))
+        );
+        assert_eq!(config.context.as_deref(), Some("kind"));
+        assert!(!config.watch_services);
+        assert!(config.watch_owners);
+        assert_eq!(config.max_backoff, Duration::from_secs(5));
+        let config: KubernetesConfig =
+            serde_json::from_str(r#"{"enabled": false}"#).expect("enabled");
+        assert!(!config.enabled);
+        assert!(serde_json::from_str::<KubernetesConfig>(r#"{"kubeconfg": "/x"}"#).is_err());
+    }
+}

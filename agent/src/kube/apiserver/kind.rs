@@ -1,0 +1,73 @@
+//! The kinds Sonde watches, with the API coordinates an RBAC rule names.
+
+use serde::Serialize;
+
+/// One watched kind; exactly one watch per kind runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchKind {
+    /// This node's pods (`fieldSelector=spec.nodeName=<node>`).
+    Pods,
+    /// This node (`fieldSelector=metadata.name=<node>`), for its labels.
+    Node,
+    /// All namespaces, for their labels.
+    Namespaces,
+    /// All ReplicaSets: ReplicaSet → Deployment.
+    ReplicaSets,
+    /// All Jobs: Job → CronJob.
+    Jobs,
+    /// All Services: ClusterIP:port → Service.
+    Services,
+    /// All EndpointSlices: endpoint address → pod and Service.
+    EndpointSlices,
+}
+
+impl WatchKind {
+    pub const ALL: [WatchKind; 7] = [
+        WatchKind::Pods,
+        WatchKind::Node,
+        WatchKind::Namespaces,
+        WatchKind::ReplicaSets,
+        WatchKind::Jobs,
+        WatchKind::Services,
+        WatchKind::EndpointSlices,
+    ];
+
+    /// The resource name, as in RBAC rules and URLs.
+    pub fn resource(self) -> &'static str {
+        match self {
+            WatchKind::Pods => "pods",
+            WatchKind::Node => "nodes",
+            WatchKind::Namespaces => "namespaces",
+            WatchKind::ReplicaSets => "replicasets",
+            WatchKind::Jobs => "jobs",
+            WatchKind::Services => "services",
+            WatchKind::EndpointSlices => "endpointslices",
+        }
+    }
+
+    /// The API group (`""` is the core group).
+    pub fn api_group(self) -> &'static str {
+        match self {
+            WatchKind::Pods | WatchKind::Node | WatchKind::Namespaces | WatchKind::Services => "",
+            WatchKind::ReplicaSets => "apps",
+            WatchKind::Jobs => "batch",
+            WatchKind::EndpointSlices => "discovery.k8s.io",
+        }
+    }
+
+    /// The RBAC rule that allows this watch, in ClusterRole YAML flow style.
+    pub fn rbac_rule(self) -> String {
+        format!(
+            "{{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [\"list\", \"watch\"]}}",
+            self.api_group(),
+            self.resource()
+        )
+    }
+}
+
+impl std::fmt::Display for WatchKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.resource())
+    }
+}

@@ -1,0 +1,382 @@
+//! The apiserver source: builds the client, starts one watch per kind, and hands out the
+//! views they fill.
+//!
+//! Configuration that cannot work (source disabled, unreadable kubeconfig, no in-cluster
+//! service account) is refused at once by [`spawn_apiserver_source`]. Everything else (an
+//! unreachable apiserver, 401, 403, a broken stream) is retried with backoff and reported per
+//! kind in [`ApiserverSyncState`]; the views keep what they had.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    batch::v1::Job,
+    core::v1::{Namespace, Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client,
+    config::{KubeConfigOptions, Kubeconfig},
+    core::PartialObjectMeta,
+    runtime::{
+        WatchStreamExt,
+        utils::Backoff,
+        watcher::{self, watcher},
+    },
+};
+use tokio::{sync::watch, task::JoinSet};
+
+use super::{
+    ApiserverError, KubernetesConfig,
+    kind::WatchKind,
+    labels::{LabelIndex, Labels},
+    owners::{OwnerIndex, OwnerLink},
+    sinks::{NamespaceSink, NodeSink, OwnerSink, PodSink, ServiceSink, SliceSink},
+    sync::ApiserverSyncState,
+    watch::{WatchContext, run},
+};
+use crate::kube::{pods::OwnerRef, services::RemoteIndex, store::PodStore};
+
+/// First retry delay of a failing watch or client build.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The running apiserver source. Dropping it stops every watch (the views keep their data).
+pub struct ApiserverHandle {
+    state: watch::Receiver<ApiserverSyncState>,
+    owners: Arc<OwnerIndex>,
+    labels: Arc<LabelIndex>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiserverHandle {
+    /// The current sync state.
+    pub fn state(&self) -> ApiserverSyncState {
+        self.state.borrow().clone()
+    }
+
+    /// Follows sync state changes.
+    pub fn subscribe(&self) -> watch::Receiver<ApiserverSyncState> {
+        self.state.clone()
+    }
+
+    /// Waits until the state satisfies `pred` (checked at once, then on every change).
+    pub async fn wait_for(
+        &self,
+        mut pred: impl FnMut(&ApiserverSyncState) -> bool,
+    ) -> ApiserverSyncState {
+        let mut rx = self.state.clone();
+        if let Ok(state) = rx.wait_for(|s| pred(s)).await {
+            return state.clone();
+        }
+        rx.borrow().clone()
+    }
+
+    /// The workload a pod's owner belongs to (ReplicaSet → Deployment, Job → CronJob); see
+    /// [`OwnerIndex::workload`].
+    pub fn workload(&self, owner: &OwnerRef, namespace: &str) -> OwnerRef {
+        self.owners.workload(owner, namespace)
+    }
+
+    /// The owner links, shareable with the enrichment.
+    pub fn owners(&self) -> Arc<OwnerIndex> {
+        Arc::clone(&self.owners)
+    }
+
+    /// Node and namespace labels, shareable with the enrichment.
+    pub fn labels(&self) -> Arc<LabelIndex> {
+        Arc::clone(&self.labels)
+    }
+
+    /// This node's labels, once the node was seen.
+    pub fn node_labels(&self) -> Option<Labels> {
+        self.labels.node()
+    }
+}
+
+impl Drop for ApiserverHandle {
+    fn drop(&mut self) {
+        // The supervisor owns the watch tasks (a JoinSet): aborting it aborts them.
+        self.task.abort();
+    }
+}
+
+/// How the client is made.
+enum Credentials {
+    Kubeconfig {
+        path: PathBuf,
+        kubeconfig: Box<Kubeconfig>,
+        context: Option<String>,
+    },
+    InCluster(Box<kube::Config>),
+}
+
+impl Credentials {
+    fn describe(&self) -> String {
+        match self {
+            Credentials::Kubeconfig { path, .. } => format!("kubeconfig {}", path.display()),
+            Credentials::InCluster(_) => "the in-cluster service account".into(),
+        }
+    }
+
+    async fn client(&self) -> Result<(Client, String), String> {
+        let config = match self {
+            Credentials::Kubeconfig {
+                kubeconfig,
+                context,
+                ..
+            } => {
+                let options = KubeConfigOptions {
+                    context: context.clone(),
+                    ..KubeConfigOptions::default()
+                };
+                kube::Config::from_custom_kubeconfig((**kubeconfig).clone(), &options)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            Credentials::InCluster(config) => (**config).clone(),
+        };
+        let server = config.cluster_url.to_string();
+        let server = server.trim_end_matches('/').to_string();
+        let client = Client::try_from(config).map_err(|e| e.to_string())?;
+        Ok((client, server))
+    }
+}
+
+/// Starts the apiserver source on the current tokio runtime: one watch per kind — this
+/// node's pods (`spec.nodeName=<node_name>`) into `pod_store` ([`PodSource::Apiserver`]),
+/// this node and the namespaces (labels), ReplicaSets and Jobs (owner links), Services and
+/// EndpointSlices into `remote`.
+///
+/// Errors only for configuration that cannot work; see [`ApiserverError`].
+///
+/// [`PodSource::Apiserver`]: crate::kube::store::PodSource::Apiserver
+pub fn spawn_apiserver_source(
+    config: KubernetesConfig,
+    node_name: &str,
+    pod_store: Arc<PodStore>,
+    remote: Arc<RemoteIndex>,
+) -> Result<ApiserverHandle, ApiserverError> {
+    if !config.enabled {
+        return Err(ApiserverError::Disabled);
+    }
+    let credentials = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| ApiserverError::Kubeconfig {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            Credentials::Kubeconfig {
+                path: path.clone(),
+                kubeconfig: Box::new(kubeconfig),
+                context: config.context.clone(),
+            }
+        }
+        None => Credentials::InCluster(Box::new(kube::Config::incluster().map_err(|e| {
+            ApiserverError::InCluster {
+                reason: e.to_string(),
+            }
+        })?)),
+    };
+    let (tx, rx) = watch::channel(ApiserverSyncState {
+        credentials: credentials.describe(),
+        ..ApiserverSyncState::default()
+    });
+    let owners = Arc::new(OwnerIndex::new());
+    let labels = Arc::new(LabelIndex::new());
+    let supervisor = Supervisor {
+        config,
+        node_name: node_name.to_string(),
+        credentials,
+        pod_store,
+        remote,
+        owners: Arc::clone(&owners),
+        labels: Arc::clone(&labels),
+        state: tx,
+    };
+    let task = tokio::spawn(supervisor.run());
+    Ok(ApiserverHandle {
+        state: rx,
+        owners,
+        labels,
+        task,
+    })
+}
+
+struct Supervisor {
+    config: KubernetesConfig,
+    node_name: String,
+    credentials: Credentials,
+    pod_store: Arc<PodStore>,
+    remote: Arc<RemoteIndex>,
+    owners: Arc<OwnerIndex>,
+    labels: Arc<LabelIndex>,
+    state: watch::Sender<ApiserverSyncState>,
+}
+
+impl Supervisor {
+    async fn run(self) {
+        let mut backoff = ExponentialBackoff::new(self.config.max_backoff);
+        let describe = self.credentials.describe();
+        let (client, server) = loop {
+            match self.credentials.client().await {
+                Ok(built) => break built,
+                Err(reason) => {
+                    let error = ApiserverError::Client {
+                        credentials: describe.clone(),
+                        reason,
+                    };
+                    let wait = backoff.next().unwrap_or(FIRST_BACKOFF);
+                    tracing::warn!(error = %error, retry_in = ?wait,
+                        "cannot build the apiserver client");
+                    self.state
+                        .send_modify(|s| s.client_error = Some(error.to_string()));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        tracing::info!(%server, credentials = %describe, node = %self.node_name,
+            "apiserver client ready; starting watches");
+        self.state.send_modify(|s| {
+            s.server = server.clone();
+            s.client_error = None;
+        });
+
+        let mut tasks = JoinSet::new();
+        let cx = |kind: WatchKind| {
+            self.state.send_modify(|s| {
+                s.kinds.entry(kind).or_default();
+            });
+            WatchContext {
+                kind,
+                server: server.clone(),
+                credentials: describe.clone(),
+                state: self.state.clone(),
+            }
+        };
+        let backoff = || ExponentialBackoff::new(self.config.max_backoff);
+        // The cached list (resourceVersion=0) is served from the apiserver's watch cache, not
+        // etcd: cheap when every node's agent lists at once.
+        let base = watcher::Config::default().any_semantic();
+
+        let pods = watcher(
+            Api::<Pod>::all(client.clone()),
+            base.clone()
+                .fields(&format!("spec.nodeName={}", self.node_name)),
+        )
+        .backoff(backoff());
+        let sink = PodSink {
+            store: Arc::clone(&self.pod_store),
+            listed: Vec::new(),
+        };
+        tasks.spawn(run(pods, sink, cx(WatchKind::Pods)));
+
+        let node = watcher(
+            Api::<PartialObjectMeta<Node>>::all(client.clone()),
+            base.clone()
+                .fields(&format!("metadata.name={}", self.node_name)),
+        )
+        .backoff(backoff());
+        let sink = NodeSink {
+            labels: Arc::clone(&self.labels),
+            node_name: self.node_name.clone(),
+            listed: None,
+        };
+        tasks.spawn(run(node, sink, cx(WatchKind::Node)));
+
+        let namespaces = watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            base.clone(),
+        )
+        .backoff(backoff());
+        let sink = NamespaceSink {
+            labels: Arc::clone(&self.labels),
+            listed: Vec::new(),
+        };
+        tasks.spawn(run(namespaces, sink, cx(WatchKind::Namespaces)));
+
+        if self.config.watch_owners {
+            let replica_sets = watcher(
+                Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
+                base.clone(),
+            )
+            .backoff(backoff());
+            let sink = OwnerSink {
+                owners: Arc::clone(&self.owners),
+                link: OwnerLink::ReplicaSet,
+                listed: Vec::new(),
+            };
+            tasks.spawn(run(replica_sets, sink, cx(WatchKind::ReplicaSets)));
+
+            let jobs = watcher(
+                Api::<PartialObjectMeta<Job>>::all(client.clone()),
+                base.clone(),
+            )
+            .backoff(backoff());
+            let sink = OwnerSink {
+                owners: Arc::clone(&self.owners),
+                link: OwnerLink::Job,
+                listed: Vec::new(),
+            };
+            tasks.spawn(run(jobs, sink, cx(WatchKind::Jobs)));
+        }
+
+        if self.config.watch_services {
+            let services =
+                watcher(Api::<Service>::all(client.clone()), base.clone()).backoff(backoff());
+            let sink = ServiceSink {
+                remote: Arc::clone(&self.remote),
+                listed: Vec::new(),
+            };
+            tasks.spawn(run(services, sink, cx(WatchKind::Services)));
+
+            let slices =
+                watcher(Api::<EndpointSlice>::all(client.clone()), base.clone()).backoff(backoff());
+            let sink = SliceSink {
+                remote: Arc::clone(&self.remote),
+                listed: Vec::new(),
+            };
+            tasks.spawn(run(slices, sink, cx(WatchKind::EndpointSlices)));
+        }
+
+        // The watches never end; a panic in one is logged and the others go on.
+        while let Some(result) = tasks.join_next().await {
+            if let Err(err) = result
+                && err.is_panic()
+            {
+                tracing::error!(error = %err, "an apiserver watch task panicked (a bug)");
+            }
+        }
+    }
+}
+
+/// Doubling retry delays from [`FIRST_BACKOFF`] up to a maximum; reset by any success.
+struct ExponentialBackoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl ExponentialBackoff {
+    fn new(max: Duration) -> Self {
+        ExponentialBackoff {
+            next: FIRST_BACKOFF.min(max),
+            max,
+        }
+    }
+}
+
+impl Iterator for ExponentialBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        Some(wait)
+    }
+}
+
+impl Backoff for ExponentialBackoff {
+    fn reset(&mut self) {
+        self.next = FIRST_BACKOFF.min(self.max);
+    }
+}
