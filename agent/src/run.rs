@@ -335,7 +335,9 @@ fn spawn_stopper(duration: Option<Duration>, stop: watch::Sender<bool>) {
 
 /// Runs the agent until stopped; `dest` receives the event stream.
 pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunStats, RunError> {
-    // Bound first: a bad address fails before anything is loaded into the kernel.
+    // Privileges first (the first thing to fix), then the metrics address: a bad address fails
+    // before anything is loaded into the kernel.
+    crate::capture::preflight::check_privileges().map_err(CaptureError::from)?;
     let listener = match &opts.metrics {
         Some(m) => Some((metrics::http::bind(m.listen).await?, Metrics::new(m))),
         None => None,

@@ -13,6 +13,8 @@ fn not_root_exits_77_naming_the_capabilities_and_the_fix() {
     sonde_tests::require_root();
     let out = unsafe {
         Command::new(sonde_bin())
+            // Metrics on a free port: concurrent tests never collide on the default one.
+            .env("SONDE_METRICS_LISTEN", "127.0.0.1:0")
             .args(["run", "--duration", "1s"])
             .stdout(Stdio::null())
             .pre_exec(|| {
@@ -42,6 +44,8 @@ fn not_root_exits_77_naming_the_capabilities_and_the_fix() {
 fn missing_btf_exits_69_naming_the_kernel_option() {
     sonde_tests::require_root();
     let out = Command::new(sonde_bin())
+        // Metrics on a free port: concurrent tests never collide on the default one.
+        .env("SONDE_METRICS_LISTEN", "127.0.0.1:0")
         .args([
             "run",
             "--duration",
@@ -61,6 +65,8 @@ fn missing_btf_exits_69_naming_the_kernel_option() {
 #[test]
 fn bad_ring_buffer_size_is_a_usage_error() {
     let out = Command::new(sonde_bin())
+        // Metrics on a free port: concurrent tests never collide on the default one.
+        .env("SONDE_METRICS_LISTEN", "127.0.0.1:0")
         .args(["run", "--ring-buffer-size", "3MiB"])
         .output()
         .expect("run sonde");
@@ -73,6 +79,8 @@ fn bad_ring_buffer_size_is_a_usage_error() {
 fn text_output_is_one_readable_line_per_event() {
     sonde_tests::require_root();
     let agent = Command::new(sonde_bin())
+        // Metrics on a free port: concurrent tests never collide on the default one.
+        .env("SONDE_METRICS_LISTEN", "127.0.0.1:0")
         .args(["run", "--output", "text", "--duration", "3s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -156,6 +156,8 @@ fn summary_shows_each_container_with_its_processes() {
     let container = bundle.spawn(&unique_id("sum"));
     std::thread::sleep(Duration::from_millis(500));
     let out = Command::new(sonde_bin())
+        // Metrics on a free port: concurrent tests never collide on the default one.
+        .env("SONDE_METRICS_LISTEN", "127.0.0.1:0")
         .args(["run", "--summary", "--duration", "3s"])
         .stderr(Stdio::null())
         .output()
