@@ -280,6 +280,35 @@ mod tests {
     }
 
     #[test]
+    fn kubelet_sync_families_appear_with_a_kubelet_source() {
+        let metrics = Metrics::new(&MetricsOptions::default());
+        assert!(
+            !metrics
+                .encode()
+                .expect("encodes")
+                .contains("sonde_kubelet_")
+        );
+        let (tx, rx) = tokio::sync::watch::channel(crate::kube::KubeletSyncState::default());
+        metrics.health.set_kubelet(rx);
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        tx.send_modify(|s| {
+            s.last_success = Some(when);
+            s.consecutive_failures = 2;
+            s.successes = 5;
+            s.failures = 3;
+        });
+        let text = metrics.encode().expect("encodes");
+        for line in [
+            "sonde_kubelet_sync_last_success_timestamp_seconds 1700000000.0\n",
+            "sonde_kubelet_sync_consecutive_failures 2\n",
+            "sonde_kubelet_syncs_total{result=\"success\"} 5\n",
+            "sonde_kubelet_syncs_total{result=\"failure\"} 3\n",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn the_series_cap_refuses_and_counts() {
         let metrics = Metrics::new(&MetricsOptions {
             max_series: 1,
