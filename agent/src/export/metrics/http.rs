@@ -193,3 +193,56 @@ async fn respond(
     );
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_errors_name_the_cause_and_the_fix() {
+        let taken = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("a free port binds");
+        let addr = taken.local_addr().expect("addr");
+        let err = bind(addr).await.expect_err("the port is taken");
+        assert!(matches!(err, MetricsError::AddrInUse { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&addr.to_string()) && msg.contains("--metrics-listen off"));
+        // 192.0.2.0/24 is reserved for documentation: no host has it (binding sends nothing).
+        let err = bind("192.0.2.1:9464".parse().expect("addr"))
+            .await
+            .expect_err("not an address of this host");
+        assert!(
+            matches!(err, MetricsError::AddrNotAvailable { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("127.0.0.1"));
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_refuses_other_paths() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let metrics = super::super::Metrics::new(&Default::default());
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        let server = spawn(listener, Arc::new(metrics.prometheus_registry()));
+        let get = |path: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+                .await
+                .expect("request");
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.expect("response");
+            out
+        };
+        let ok = get("/metrics").await;
+        assert!(ok.starts_with("HTTP/1.0 200"), "{ok}");
+        assert!(ok.contains("text/plain; version=0.0.4"));
+        assert!(ok.contains("# TYPE sonde_events_total counter"));
+        let missing = get("/").await;
+        assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+        server.abort();
+    }
+}
