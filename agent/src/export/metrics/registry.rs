@@ -218,6 +218,27 @@ impl Guard<'_> {
     }
 
     pub fn add_conn(&mut self, id: &WorkloadIdentity, key: ConnKey, counts: &ConnCounts) {
+        // Fast path, the common case: the workload and key exist, no new failure reason.
+        if let Some(w) = self.inner.workloads.get_mut(id)
+            && let Some(c) = w.conns.get_mut(&key)
+            && counts
+                .failed
+                .iter()
+                .all(|(r, _)| c.failed.iter().any(|(e, _)| e == r))
+        {
+            w.updated = Instant::now();
+            c.add_counts(counts);
+            for (reason, n) in &counts.failed {
+                c.fail(reason.clone(), *n);
+            }
+            return;
+        }
+        self.add_conn_slow(id, key, counts);
+    }
+
+    /// A new workload, connection key or failure reason: each is a label set, counted against
+    /// the limit.
+    fn add_conn_slow(&mut self, id: &WorkloadIdentity, key: ConnKey, counts: &ConnCounts) {
         let Some(exists) = self.workload(id).map(|w| w.conns.contains_key(&key)) else {
             return;
         };
@@ -265,10 +286,7 @@ mod tests {
     use super::*;
 
     fn id(n: u32) -> WorkloadIdentity {
-        WorkloadIdentity {
-            container_id: Some(Arc::from(format!("{n:064x}"))),
-            ..Default::default()
-        }
+        WorkloadIdentity::new(Some(Arc::from(format!("{n:064x}"))), None, None, None)
     }
 
     fn key(remote: &str) -> ConnKey {
