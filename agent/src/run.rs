@@ -137,6 +137,10 @@ struct Pipeline<'a> {
     last_check: Instant,
     last_lost: u64,
     metrics: Option<PipelineMetrics>,
+    /// Ring buffer bytes (records with their 8-byte headers, 8-aligned) drained in this
+    /// wake-up, and the most in one wake-up so far: the buffer's occupancy when drained.
+    drain_bytes: u64,
+    peak_drain_bytes: u64,
 }
 
 impl Pipeline<'_> {
@@ -242,10 +246,12 @@ impl Pipeline<'_> {
             return;
         };
         let (events, decode_errors) = (&self.events, self.decode_errors);
+        let peak_drain_bytes = self.peak_drain_bytes;
         let (counters, writer, node) = (self.counters, &self.writer, &self.node);
         m.end_batch(|h| {
             h.events.clone_from(events);
             h.decode_errors = decode_errors;
+            h.ring_buffer_peak_used_bytes = peak_drain_bytes;
             h.output_dropped = writer.dropped_events;
             h.set_kernel(&counters.read());
             let (cgroups, processes) = (node.cgroups.stats(), node.processes.stats());
@@ -259,6 +265,7 @@ impl Pipeline<'_> {
 
 impl RecordSink for Pipeline<'_> {
     fn record(&mut self, data: &[u8]) {
+        self.drain_bytes += (data.len() as u64 + 8 + 7) & !7;
         match decode(data) {
             Ok(ev) => {
                 let attr = enrich::attribute(&mut self.node, &ev);
@@ -290,6 +297,8 @@ impl RecordSink for Pipeline<'_> {
     }
 
     fn end_batch(&mut self, _records: usize) {
+        self.peak_drain_bytes = self.peak_drain_bytes.max(self.drain_bytes);
+        self.drain_bytes = 0;
         self.merge_bootstrap();
         if let Some((summary, clear)) = &mut self.summary {
             summary.render_due(&self.node, &mut self.batch, *clear);
@@ -390,6 +399,8 @@ pub async fn run(opts: RunOptions, dest: Box<dyn Write + Send>) -> Result<RunSta
         last_check: Instant::now(),
         last_lost: 0,
         metrics: pipeline_metrics,
+        drain_bytes: 0,
+        peak_drain_bytes: 0,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -388,11 +388,17 @@ impl SondeCollector {
             )?;
         }
 
-        let gauges: [(&str, &str, i64); 4] = [
+        let gauges: [(&str, &str, i64); 5] = [
             (
                 "sonde_ring_buffer_size_bytes",
                 "Size of the kernel-to-agent ring buffer",
                 h.ring_buffer_bytes as i64,
+            ),
+            (
+                "sonde_ring_buffer_peak_used_bytes",
+                "Most ring buffer bytes (records and headers) drained in one wake-up since start: \
+                 the buffer's peak occupancy when drained",
+                h.ring_buffer_peak_used_bytes as i64,
             ),
             (
                 "sonde_process_table_entries",
