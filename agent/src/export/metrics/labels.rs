@@ -215,7 +215,9 @@ impl LabelSource for PodStoreLabels {
 }
 
 /// Names the remote end of a connection: a service, a pod, `external`… `None` when it does not
-/// know the address. Called once per distinct address per publish (not per event).
+/// know the address. Called when counts are published (never per event), at most once per
+/// address every 30 s (answers are cached that long, so a name learned later applies to later
+/// counts), from the capture pipeline while it holds the registry: it must be a quick lookup.
 pub trait RemoteResolver: Send + Sync + 'static {
     fn remote(&self, ip: IpAddr) -> Option<Arc<str>>;
 }

@@ -34,8 +34,8 @@ pub use labels::{
 };
 pub use registry::WorkloadRegistry;
 
-/// Default listen address: local only, the port registered for Prometheus exporters' OTLP-era
-/// default (9464).
+/// Default listen address: local only (expose it with `--metrics-listen 0.0.0.0:9464`), on
+/// 9464, the port OpenTelemetry's Prometheus exporters use.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
