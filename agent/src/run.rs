@@ -180,6 +180,10 @@ struct Pipeline<'a> {
     last_check: Instant,
     last_lost: u64,
     metrics: Option<PipelineMetrics>,
+    /// Ring buffer bytes (records with their 8-byte headers, 8-aligned) drained in this
+    /// wake-up, and the most in one wake-up so far: the buffer's occupancy when drained.
+    drain_bytes: u64,
+    peak_drain_bytes: u64,
 }
 
 /// Publishes the status snapshot for `/v1/status` about once a second.
@@ -312,10 +316,12 @@ impl Pipeline<'_> {
             return;
         };
         let (events, decode_errors) = (&self.events, self.decode_errors);
+        let peak_drain_bytes = self.peak_drain_bytes;
         let (counters, writer, node) = (self.counters, &self.writer, &self.node);
         m.end_batch(|h| {
             h.events.clone_from(events);
             h.decode_errors = decode_errors;
+            h.ring_buffer_peak_used_bytes = peak_drain_bytes;
             h.output_dropped = writer.dropped_events;
             h.set_kernel(&counters.read());
             let (cgroups, processes) = (node.cgroups.stats(), node.processes.stats());
@@ -329,6 +335,7 @@ impl Pipeline<'_> {
 
 impl RecordSink for Pipeline<'_> {
     fn record(&mut self, data: &[u8]) {
+        self.drain_bytes += (data.len() as u64 + 8 + 7) & !7;
         match decode(data) {
             Ok(ev) => {
                 let attr = enrich::attribute(&mut self.node, &self.kube, &ev);
@@ -375,6 +382,8 @@ impl RecordSink for Pipeline<'_> {
     }
 
     fn end_batch(&mut self, _records: usize) {
+        self.peak_drain_bytes = self.peak_drain_bytes.max(self.drain_bytes);
+        self.drain_bytes = 0;
         self.merge_bootstrap();
         if let Some(w) = &mut self.workloads {
             w.set_now(SystemTime::now());
@@ -595,12 +604,14 @@ pub async fn run(
     mut opts: RunOptions,
     mut dest: Box<dyn Write + Send>,
 ) -> Result<RunStats, RunError> {
+    // Privileges first (the first thing to fix), then files and addresses: a bad path or a
+    // taken port fails before anything is loaded into the kernel.
+    crate::capture::preflight::check_privileges().map_err(CaptureError::from)?;
     if let Some(file) = opts.output_file.clone() {
         // Opened before anything is attached: a bad path fails fast.
         dest = Box::new(RotatingFile::open(file)?);
         opts.output = OutputFormat::Json;
     }
-    // Ports are bound before anything is attached: a taken port fails fast.
     let api_listener = match &opts.api {
         Some(api) => Some(api::bind(api).await?),
         None => None,
@@ -711,6 +722,8 @@ pub async fn run(
         last_check: Instant::now(),
         last_lost: 0,
         metrics: pipeline_metrics,
+        drain_bytes: 0,
+        peak_drain_bytes: 0,
     };
     pipeline.publish_status();
 

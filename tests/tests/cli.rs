@@ -55,6 +55,8 @@ fn missing_btf_exits_69_naming_the_kernel_option() {
 #[test]
 fn bad_ring_buffer_size_is_a_usage_error() {
     let out = Command::new(sonde_bin())
+        // Metrics on a free port: concurrent tests never collide on the default one.
+        .env("SONDE_METRICS_LISTEN", "127.0.0.1:0")
         .args(["run", "--ring-buffer-size", "3MiB"])
         .output()
         .expect("run sonde");

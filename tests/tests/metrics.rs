@@ -112,6 +112,21 @@ fn scrape_until(agent: &mut Agent, done: impl Fn(&Exposition) -> bool) -> (Strin
     }
 }
 
+/// Starts the agent and waits until its start-up scan is merged (`process_found` events
+/// counted): a connection opening while the scan runs could otherwise be seen twice, by the
+/// kernel and by the scan.
+fn start_agent(extra: &[&str]) -> Agent {
+    let mut agent = Agent::start(extra);
+    let (text, exp) = scrape_until(&mut agent, |exp| {
+        exp.value_or_zero("sonde_events_total", &[("type", "process_found")]) > 0.0
+    });
+    assert!(
+        exp.value_or_zero("sonde_events_total", &[("type", "process_found")]) > 0.0,
+        "the start-up scan was not merged within 15 s:\n{text}"
+    );
+    agent
+}
+
 fn opened(exp: &Exposition, container: &str, direction: &str) -> f64 {
     exp.value_or_zero(
         "sonde_tcp_connections_opened_total",
@@ -129,7 +144,7 @@ fn closed(exp: &Exposition, container: &str, direction: &str) -> f64 {
 #[test]
 fn tcp_and_process_counters_of_a_workload_are_exact() {
     let top = format!("sonde-test-{}", unique_id("metrics-exact"));
-    let mut agent = Agent::start(&[]);
+    let mut agent = start_agent(&[]);
     let ex = exchange(&top, 7, 12_345, 54_321);
     let n = ex.conns as f64;
     let (text, exp) = scrape_until(&mut agent, |exp| {
@@ -205,7 +220,7 @@ fn tcp_and_process_counters_of_a_workload_are_exact() {
 #[test]
 fn refused_connections_count_as_failures_with_their_reason() {
     let top = format!("sonde-test-{}", unique_id("metrics-refused"));
-    let mut agent = Agent::start(&[]);
+    let mut agent = start_agent(&[]);
     let (cg, id) = docker_cgroup(&top);
     // A port nothing listens on.
     let port = sonde_tests::metrics::free_port();
@@ -235,7 +250,7 @@ fn refused_connections_count_as_failures_with_their_reason() {
 #[test]
 fn every_documented_family_is_exposed_with_its_documented_labels() {
     let top = format!("sonde-test-{}", unique_id("metrics-docs"));
-    let mut agent = Agent::start(&[]);
+    let mut agent = start_agent(&[]);
     let ex = exchange(&top, 2, 100, 200);
     let (cg, refused_id) = docker_cgroup(&top);
     let port = sonde_tests::metrics::free_port();
@@ -326,7 +341,7 @@ fn every_documented_family_is_exposed_with_its_documented_labels() {
 #[test]
 fn a_real_prometheus_scrapes_sonde_and_answers_promql() {
     let top = format!("sonde-test-{}", unique_id("metrics-prom"));
-    let mut agent = Agent::start(&[]);
+    let mut agent = start_agent(&[]);
     let ex = exchange(&top, 5, 1_000, 2_000);
     scrape_until(&mut agent, |exp| closed(exp, &ex.client, "outbound") >= 5.0);
     let prometheus = PrometheusServer::start(&[agent.metrics_addr()]);
@@ -368,7 +383,7 @@ fn a_real_prometheus_scrapes_sonde_and_answers_promql() {
 #[test]
 fn the_series_cap_refuses_new_workloads_and_counts_them() {
     let top = format!("sonde-test-{}", unique_id("metrics-cap"));
-    let mut agent = Agent::start(&["--metrics-max-series", "2"]);
+    let mut agent = start_agent(&["--metrics-max-series", "2"]);
     // Fill the registry with containers until it is full, then one more must be refused.
     let mut exchanges = Vec::new();
     let (text, exp) = loop {

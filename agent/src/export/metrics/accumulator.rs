@@ -150,8 +150,10 @@ impl Accumulator {
         if self.identities.len() > MAX_CACHED {
             self.identities.clear();
         }
+        let unknown = WorkloadIdentity::default();
         for ((cg, direction, ip), counts) in self.conns.drain() {
-            let id = identity(&mut self.identities, &self.workloads, cg);
+            cache_identity(&mut self.identities, &self.workloads, cg);
+            let id = self.identities.get(&cg).unwrap_or(&unknown);
             let remote = self
                 .remotes
                 .entry(ip)
@@ -160,12 +162,13 @@ impl Accumulator {
                 direction,
                 remote: Arc::clone(remote),
             };
-            guard.add_conn(&id, key, &counts);
+            guard.add_conn(id, key, &counts);
         }
         for (cg, local) in self.workloads.iter() {
             if local.procs != ProcCounts::default() {
-                let id = identity(&mut self.identities, &self.workloads, *cg);
-                guard.add_procs(&id, &local.procs);
+                cache_identity(&mut self.identities, &self.workloads, *cg);
+                let id = self.identities.get(cg).unwrap_or(&unknown);
+                guard.add_procs(id, &local.procs);
             }
         }
         self.workloads.clear();
@@ -173,19 +176,17 @@ impl Accumulator {
     }
 }
 
-/// The workload identity of cgroup `cg` (cached once its cgroup is known).
-fn identity(
+/// Caches the workload identity of cgroup `cg` once its cgroup is known (an unknown one maps
+/// to the all-`None` identity, uncached: the cgroup may be learned later).
+fn cache_identity(
     cache: &mut HashMap<u64, WorkloadIdentity>,
     workloads: &HashMap<u64, LocalWorkload>,
     cg: u64,
-) -> WorkloadIdentity {
-    if let Some(id) = cache.get(&cg) {
-        return id.clone();
+) {
+    if cache.contains_key(&cg) {
+        return;
     }
-    let cgroup = workloads.get(&cg).and_then(|w| w.cgroup.as_deref());
-    let id = WorkloadIdentity::from_cgroup(cgroup);
-    if cgroup.is_some() {
-        cache.insert(cg, id.clone());
+    if let Some(cgroup) = workloads.get(&cg).and_then(|w| w.cgroup.as_deref()) {
+        cache.insert(cg, WorkloadIdentity::from_cgroup(Some(cgroup)));
     }
-    id
 }

@@ -18,7 +18,7 @@ use prometheus_client::{
 use super::{
     health::{EVENT_TYPES, Health, SelfUsage},
     labels::{LabelSource, WORKLOAD_LABEL_NAMES},
-    registry::{WorkloadRegistry, WorkloadSeries},
+    registry::{ConnKey, WorkloadRegistry, WorkloadSeries},
     series::{CONNECT_BUCKETS, ConnCounts, Histogram, RTT_BUCKETS},
 };
 
@@ -42,20 +42,25 @@ impl fmt::Debug for SondeCollector {
 /// last value through its value escaping.
 struct Labels<'a> {
     rendered: &'a str,
+    /// More rendered pairs after `rendered` (may be empty).
+    more: &'a str,
     key: &'a str,
     value: &'a str,
 }
 
-/// The rendered part, written as is.
-struct Verbatim<'a>(&'a str, &'a str);
+/// The rendered parts and the last key, written as is.
+struct Verbatim<'a>([&'a str; 3]);
 
 impl EncodeLabelKey for Verbatim<'_> {
     fn encode(&self, encoder: &mut LabelKeyEncoder) -> fmt::Result {
-        if !self.0.is_empty() {
-            encoder.write_str(self.0)?;
-            encoder.write_str(",")?;
+        let [rendered, more, key] = self.0;
+        for part in [rendered, more] {
+            if !part.is_empty() {
+                encoder.write_str(part)?;
+                encoder.write_str(",")?;
+            }
         }
-        encoder.write_str(self.1)
+        encoder.write_str(key)
     }
 }
 
@@ -64,13 +69,14 @@ impl EncodeLabelSet for Labels<'_> {
         if self.key.is_empty() {
             return Ok(());
         }
-        (Verbatim(self.rendered, self.key), self.value).encode(encoder.encode_label())
+        (Verbatim([self.rendered, self.more, self.key]), self.value).encode(encoder.encode_label())
     }
 }
 
 impl<'a> Labels<'a> {
     const NONE: Labels<'static> = Labels {
         rendered: "",
+        more: "",
         key: "",
         value: "",
     };
@@ -78,6 +84,7 @@ impl<'a> Labels<'a> {
     fn one(key: &'a str, value: &'a str) -> Self {
         Labels {
             rendered: "",
+            more: "",
             key,
             value,
         }
@@ -133,38 +140,30 @@ fn histogram<const N: usize>(
 
 /// A workload with its labels rendered for this scrape.
 struct Resolved<'a> {
-    /// The first seven workload labels, rendered.
-    head: String,
-    /// All eight, rendered.
+    /// All eight workload labels, rendered; the first seven end at `head`.
     all: String,
+    head: usize,
     /// The eighth (`systemd_unit`) value.
     unit: Arc<str>,
     series: &'a WorkloadSeries,
 }
 
-/// A connection key with its labels rendered up to `direction`.
-struct ResolvedConn<'a> {
-    rendered: String,
-    remote: &'a str,
-    counts: &'a ConnCounts,
-}
-
 impl Resolved<'_> {
     fn labels(&self) -> Labels<'_> {
         Labels {
-            rendered: &self.head,
+            rendered: &self.all[..self.head],
+            more: "",
             key: WORKLOAD_LABEL_NAMES[7],
             value: &self.unit,
         }
     }
-}
 
-impl ResolvedConn<'_> {
-    fn labels(&self) -> Labels<'_> {
+    fn conn_labels<'a>(&'a self, key: &'a ConnKey) -> Labels<'a> {
         Labels {
-            rendered: &self.rendered,
+            rendered: &self.all,
+            more: key.direction.rendered_label(),
             key: "remote",
-            value: self.remote,
+            value: &key.remote,
         }
     }
 }
@@ -211,15 +210,15 @@ impl SondeCollector {
             .map(|(id, series)| {
                 let labels = self.labels.labels(id);
                 let pairs = labels.pairs();
-                let mut head = String::with_capacity(256);
+                let mut all = String::with_capacity(200);
                 for (k, v) in &pairs[..7] {
-                    render(&mut head, k, v);
+                    render(&mut all, k, v);
                 }
-                let mut all = head.clone();
+                let head = all.len();
                 render(&mut all, pairs[7].0, pairs[7].1);
                 Resolved {
-                    head,
                     all,
+                    head,
                     unit: labels.systemd_unit.unwrap_or_else(|| Arc::from("")),
                     series,
                 }
@@ -259,6 +258,7 @@ impl SondeCollector {
             ] {
                 let labels = Labels {
                     rendered: &r.all,
+                    more: "",
                     key: "exit_class",
                     value: class,
                 };
@@ -266,25 +266,14 @@ impl SondeCollector {
             }
         }
 
-        let conns: Vec<ResolvedConn> = resolved
+        let conns: Vec<(&Resolved, &ConnKey, &ConnCounts)> = resolved
             .iter()
-            .flat_map(|r| {
-                r.series.conns.iter().map(|(k, counts)| {
-                    let mut rendered = String::with_capacity(r.all.len() + 24);
-                    rendered.push_str(&r.all);
-                    render(&mut rendered, "direction", k.direction.as_str());
-                    ResolvedConn {
-                        rendered,
-                        remote: &k.remote,
-                        counts,
-                    }
-                })
-            })
+            .flat_map(|r| r.series.conns.iter().map(move |(k, c)| (r, k, c)))
             .collect();
         for (name, help, value) in CONN_COUNTERS {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for c in &conns {
-                counter(&mut m, &c.labels(), value(c.counts))?;
+            for (r, k, c) in &conns {
+                counter(&mut m, &r.conn_labels(k), value(c))?;
             }
         }
         let mut m = encoder.encode_descriptor(
@@ -294,14 +283,15 @@ impl SondeCollector {
             None,
             MetricType::Counter,
         )?;
-        let mut rendered = String::new();
-        for c in &conns {
-            for (reason, n) in &c.counts.failed {
-                rendered.clear();
-                rendered.push_str(&c.rendered);
-                render(&mut rendered, "remote", c.remote);
+        let mut more = String::new();
+        for (r, k, c) in &conns {
+            for (reason, n) in &c.failed {
+                more.clear();
+                more.push_str(k.direction.rendered_label());
+                render(&mut more, "remote", &k.remote);
                 let labels = Labels {
-                    rendered: &rendered,
+                    rendered: &r.all,
+                    more: &more,
                     key: "reason",
                     value: reason,
                 };
@@ -315,8 +305,8 @@ impl SondeCollector {
             None,
             MetricType::Histogram,
         )?;
-        for c in &conns {
-            histogram(&mut m, &c.labels(), &c.counts.connect, &CONNECT_BUCKETS)?;
+        for (r, k, c) in &conns {
+            histogram(&mut m, &r.conn_labels(k), &c.connect, &CONNECT_BUCKETS)?;
         }
         let mut m = encoder.encode_descriptor(
             "sonde_tcp_rtt_seconds",
@@ -324,8 +314,8 @@ impl SondeCollector {
             None,
             MetricType::Histogram,
         )?;
-        for c in &conns {
-            histogram(&mut m, &c.labels(), &c.counts.rtt, &RTT_BUCKETS)?;
+        for (r, k, c) in &conns {
+            histogram(&mut m, &r.conn_labels(k), &c.rtt, &RTT_BUCKETS)?;
         }
         Ok(())
     }
@@ -390,6 +380,7 @@ impl SondeCollector {
                 &mut m,
                 &Labels {
                     rendered: &format!("program=\"{program}\""),
+                    more: "",
                     key: "state",
                     value: state,
                 },
@@ -397,11 +388,17 @@ impl SondeCollector {
             )?;
         }
 
-        let gauges: [(&str, &str, i64); 4] = [
+        let gauges: [(&str, &str, i64); 5] = [
             (
                 "sonde_ring_buffer_size_bytes",
                 "Size of the kernel-to-agent ring buffer",
                 h.ring_buffer_bytes as i64,
+            ),
+            (
+                "sonde_ring_buffer_peak_used_bytes",
+                "Most ring buffer bytes (records and headers) drained in one wake-up since start: \
+                 the buffer's peak occupancy when drained",
+                h.ring_buffer_peak_used_bytes as i64,
             ),
             (
                 "sonde_process_table_entries",

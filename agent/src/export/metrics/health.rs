@@ -47,6 +47,8 @@ pub struct HealthSnapshot {
     /// `unavailable` or `failed` (a program may have several hooks, e.g. accept and accept4).
     pub probes: Vec<(&'static str, &'static str, u32)>,
     pub ring_buffer_bytes: u64,
+    /// The most ring buffer bytes drained in one wake-up: its peak occupancy at a drain.
+    pub ring_buffer_peak_used_bytes: u64,
     pub processes_known: usize,
     pub processes_evicted: u64,
     pub cgroups_known: usize,

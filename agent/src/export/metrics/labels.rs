@@ -21,31 +21,96 @@ use crate::{
 /// The aggregation key of a workload: the identity labels its cgroup path gives. Processes of
 /// one container (or one systemd unit) in several cgroups add up to one workload; events whose
 /// cgroup is unknown, or names nothing, share the all-`None` identity.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// Its hash is computed once, at construction: the registry looks identities up once per key
+/// per drain, and container ids are long.
+#[derive(Clone, Debug)]
 pub struct WorkloadIdentity {
-    pub container_id: Option<Arc<str>>,
-    pub runtime: Option<Runtime>,
-    pub pod_uid: Option<Arc<str>>,
-    /// Only for host services (no container id).
-    pub systemd_unit: Option<Arc<str>>,
+    container_id: Option<Arc<str>>,
+    runtime: Option<Runtime>,
+    pod_uid: Option<Arc<str>>,
+    systemd_unit: Option<Arc<str>>,
+    hash: u64,
 }
 
 impl WorkloadIdentity {
+    pub fn new(
+        container_id: Option<Arc<str>>,
+        runtime: Option<Runtime>,
+        pod_uid: Option<Arc<str>>,
+        systemd_unit: Option<Arc<str>>,
+    ) -> Self {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        (&container_id, runtime, &pod_uid, &systemd_unit).hash(&mut h);
+        Self {
+            container_id,
+            runtime,
+            pod_uid,
+            systemd_unit,
+            hash: h.finish(),
+        }
+    }
+
     pub fn from_cgroup(cgroup: Option<&CgroupInfo>) -> Self {
         let Some(cg) = cgroup else {
             return Self::default();
         };
         let id = &cg.identity;
-        Self {
-            container_id: id.container_id.as_deref().map(Arc::from),
-            runtime: id.runtime,
-            pod_uid: id.pod_uid.as_deref().map(Arc::from),
-            systemd_unit: if id.container_id.is_none() {
+        Self::new(
+            id.container_id.as_deref().map(Arc::from),
+            id.runtime,
+            id.pod_uid.as_deref().map(Arc::from),
+            // The unit only names host services, not a container's own scope.
+            if id.container_id.is_none() {
                 id.systemd_unit.as_deref().map(Arc::from)
             } else {
                 None
             },
-        }
+        )
+    }
+
+    /// The container's full id (or LXC name).
+    pub fn container_id(&self) -> Option<&str> {
+        self.container_id.as_deref()
+    }
+
+    pub fn runtime(&self) -> Option<Runtime> {
+        self.runtime
+    }
+
+    /// The kubelet pod UID from the cgroup path.
+    pub fn pod_uid(&self) -> Option<&str> {
+        self.pod_uid.as_deref()
+    }
+
+    /// For host services (no container id): the systemd unit.
+    pub fn systemd_unit(&self) -> Option<&str> {
+        self.systemd_unit.as_deref()
+    }
+}
+
+impl Default for WorkloadIdentity {
+    fn default() -> Self {
+        Self::new(None, None, None, None)
+    }
+}
+
+impl PartialEq for WorkloadIdentity {
+    fn eq(&self, o: &Self) -> bool {
+        self.hash == o.hash
+            && self.container_id == o.container_id
+            && self.runtime == o.runtime
+            && self.pod_uid == o.pod_uid
+            && self.systemd_unit == o.systemd_unit
+    }
+}
+
+impl Eq for WorkloadIdentity {}
+
+impl std::hash::Hash for WorkloadIdentity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
     }
 }
 
@@ -130,18 +195,14 @@ impl LabelSource for PodStoreLabels {
     fn labels(&self, workload: &WorkloadIdentity) -> WorkloadLabels {
         let mut labels = WorkloadLabels::from_identity(workload);
         let found = workload
-            .container_id
-            .as_deref()
+            .container_id()
             .and_then(|id| self.0.lookup_container(id));
         let pod = match &found {
             Some(c) => {
                 labels.container = Some(Arc::from(c.container().name.as_str()));
                 Some(Arc::clone(&c.pod))
             }
-            None => workload
-                .pod_uid
-                .as_deref()
-                .and_then(|uid| self.0.lookup_pod(uid)),
+            None => workload.pod_uid().and_then(|uid| self.0.lookup_pod(uid)),
         };
         if let Some(pod) = pod {
             labels.namespace = Some(Arc::from(pod.namespace.as_str()));
@@ -154,7 +215,9 @@ impl LabelSource for PodStoreLabels {
 }
 
 /// Names the remote end of a connection: a service, a pod, `external`… `None` when it does not
-/// know the address. Called once per distinct address per publish (not per event).
+/// know the address. Called when counts are published (never per event), at most once per
+/// address every 30 s (answers are cached that long, so a name learned later applies to later
+/// counts), from the capture pipeline while it holds the registry: it must be a quick lookup.
 pub trait RemoteResolver: Send + Sync + 'static {
     fn remote(&self, ip: IpAddr) -> Option<Arc<str>>;
 }
@@ -224,15 +287,21 @@ mod tests {
             "/kubepods.slice/kubepods-pod11111111_2222_3333_4444_555555555555.slice/cri-containerd-{ctr}.scope"
         ));
         let id = WorkloadIdentity::from_cgroup(Some(&info));
-        assert_eq!(id.container_id.as_deref(), Some(ctr.as_str()));
-        assert_eq!(id.runtime, Some(Runtime::Containerd));
-        assert_eq!(
-            id.pod_uid.as_deref(),
-            Some("11111111-2222-3333-4444-555555555555")
-        );
-        assert_eq!(id.systemd_unit, None);
+        assert_eq!(id.container_id(), Some(ctr.as_str()));
+        assert_eq!(id.runtime(), Some(Runtime::Containerd));
+        assert_eq!(id.pod_uid(), Some("11111111-2222-3333-4444-555555555555"));
+        assert_eq!(id.systemd_unit(), None);
         let unit = WorkloadIdentity::from_cgroup(Some(&cgroup("/system.slice/nginx.service")));
-        assert_eq!(unit.systemd_unit.as_deref(), Some("nginx.service"));
+        assert_eq!(unit.systemd_unit(), Some("nginx.service"));
+        // The same container seen through another cgroup is the same workload.
+        let again = WorkloadIdentity::from_cgroup(Some(&info));
+        assert_eq!(again, id);
+        let state = std::hash::RandomState::new();
+        assert_eq!(
+            std::hash::BuildHasher::hash_one(&state, &again),
+            std::hash::BuildHasher::hash_one(&state, &id)
+        );
+
         assert_eq!(
             WorkloadIdentity::from_cgroup(None),
             WorkloadIdentity::default()
@@ -243,12 +312,12 @@ mod tests {
     fn pod_store_labels_come_when_the_pod_is_known() {
         let store = Arc::new(PodStore::new());
         let source = PodStoreLabels(Arc::clone(&store));
-        let id = WorkloadIdentity {
-            container_id: Some(Arc::from("c0ffee")),
-            runtime: Some(Runtime::Containerd),
-            pod_uid: Some(Arc::from("uid-1")),
-            systemd_unit: None,
-        };
+        let id = WorkloadIdentity::new(
+            Some(Arc::from("c0ffee")),
+            Some(Runtime::Containerd),
+            Some(Arc::from("uid-1")),
+            None,
+        );
         let before = source.labels(&id);
         assert_eq!(before.pod, None);
         assert_eq!(before.container_id.as_deref(), Some("c0ffee"));

@@ -33,8 +33,8 @@ pub use labels::{
 };
 pub use registry::WorkloadRegistry;
 
-/// Default listen address: local only, the port registered for Prometheus exporters' OTLP-era
-/// default (9464).
+/// Default listen address: local only (expose it with `--metrics-listen 0.0.0.0:9464`), on
+/// 9464, the port OpenTelemetry's Prometheus exporters use.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
@@ -278,6 +278,35 @@ mod tests {
         assert!(acc.publish());
         let text = metrics.encode().expect("encodes");
         assert!(text.contains("remote=\"unknown\"} 4\n"), "{text}");
+    }
+
+    #[test]
+    fn kubelet_sync_families_appear_with_a_kubelet_source() {
+        let metrics = Metrics::new(&MetricsOptions::default());
+        assert!(
+            !metrics
+                .encode()
+                .expect("encodes")
+                .contains("sonde_kubelet_")
+        );
+        let (tx, rx) = tokio::sync::watch::channel(crate::kube::KubeletSyncState::default());
+        metrics.health.set_kubelet(rx);
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        tx.send_modify(|s| {
+            s.last_success = Some(when);
+            s.consecutive_failures = 2;
+            s.successes = 5;
+            s.failures = 3;
+        });
+        let text = metrics.encode().expect("encodes");
+        for line in [
+            "sonde_kubelet_sync_last_success_timestamp_seconds 1700000000.0\n",
+            "sonde_kubelet_sync_consecutive_failures 2\n",
+            "sonde_kubelet_syncs_total{result=\"success\"} 5\n",
+            "sonde_kubelet_syncs_total{result=\"failure\"} 3\n",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Inner {
 pub struct WorkloadRegistry {
     inner: Mutex<Inner>,
     max_series: usize,
+    idle_evict: Duration,
+    evict_interval: Duration,
     series: AtomicUsize,
     refused: AtomicU64,
     evicted: AtomicU64,
@@ -74,9 +76,20 @@ pub struct Guard<'a> {
 
 impl WorkloadRegistry {
     pub fn new(max_series: usize) -> Self {
+        Self::with_eviction(max_series, IDLE_EVICT, EVICT_INTERVAL)
+    }
+
+    /// With other idle-eviction delays than [`IDLE_EVICT`] and [`EVICT_INTERVAL`].
+    pub fn with_eviction(
+        max_series: usize,
+        idle_evict: Duration,
+        evict_interval: Duration,
+    ) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             max_series,
+            idle_evict,
+            evict_interval,
             series: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
@@ -144,13 +157,14 @@ impl Guard<'_> {
         let due = self
             .inner
             .last_evict
-            .is_none_or(|t| t.elapsed() >= EVICT_INTERVAL);
+            .is_none_or(|t| t.elapsed() >= self.registry.evict_interval);
         if due {
             self.inner.last_evict = Some(Instant::now());
             let before = self.inner.series;
+            let idle = self.registry.idle_evict;
             self.inner
                 .workloads
-                .retain(|_, w| w.updated.elapsed() < IDLE_EVICT);
+                .retain(|_, w| w.updated.elapsed() < idle);
             self.inner.series = self.inner.workloads.values().map(|w| w.series()).sum();
             let freed = before.saturating_sub(self.inner.series);
             if freed > 0 {
@@ -159,7 +173,7 @@ impl Guard<'_> {
                     .fetch_add(freed as u64, Ordering::Relaxed);
                 tracing::info!(
                     freed,
-                    idle_secs = IDLE_EVICT.as_secs(),
+                    idle_secs = idle.as_secs(),
                     "metrics series limit reached: evicted idle workloads"
                 );
             }
@@ -204,6 +218,27 @@ impl Guard<'_> {
     }
 
     pub fn add_conn(&mut self, id: &WorkloadIdentity, key: ConnKey, counts: &ConnCounts) {
+        // Fast path, the common case: the workload and key exist, no new failure reason.
+        if let Some(w) = self.inner.workloads.get_mut(id)
+            && let Some(c) = w.conns.get_mut(&key)
+            && counts
+                .failed
+                .iter()
+                .all(|(r, _)| c.failed.iter().any(|(e, _)| e == r))
+        {
+            w.updated = Instant::now();
+            c.add_counts(counts);
+            for (reason, n) in &counts.failed {
+                c.fail(reason.clone(), *n);
+            }
+            return;
+        }
+        self.add_conn_slow(id, key, counts);
+    }
+
+    /// A new workload, connection key or failure reason: each is a label set, counted against
+    /// the limit.
+    fn add_conn_slow(&mut self, id: &WorkloadIdentity, key: ConnKey, counts: &ConnCounts) {
         let Some(exists) = self.workload(id).map(|w| w.conns.contains_key(&key)) else {
             return;
         };
@@ -251,10 +286,7 @@ mod tests {
     use super::*;
 
     fn id(n: u32) -> WorkloadIdentity {
-        WorkloadIdentity {
-            container_id: Some(Arc::from(format!("{n:064x}"))),
-            ..Default::default()
-        }
+        WorkloadIdentity::new(Some(Arc::from(format!("{n:064x}"))), None, None, None)
     }
 
     fn key(remote: &str) -> ConnKey {
@@ -301,6 +333,27 @@ mod tests {
         drop(g);
         assert_eq!(registry.series(), 4);
         assert_eq!(registry.refused(), 2);
+    }
+
+    #[test]
+    fn idle_workloads_make_room_when_full() {
+        let registry =
+            WorkloadRegistry::with_eviction(2, Duration::from_millis(50), Duration::from_millis(0));
+        let procs = ProcCounts {
+            execs: 1,
+            ..Default::default()
+        };
+        registry.lock().add_procs(&id(1), &procs);
+        std::thread::sleep(Duration::from_millis(80));
+        let mut g = registry.lock();
+        g.add_procs(&id(2), &procs); // fits without eviction
+        g.add_procs(&id(3), &procs); // full: id(1) is idle and goes
+        assert!(!g.workloads().contains_key(&id(1)));
+        assert!(g.workloads().contains_key(&id(2)) && g.workloads().contains_key(&id(3)));
+        g.add_procs(&id(4), &procs); // full, nothing idle: refused
+        drop(g);
+        assert_eq!((registry.evicted(), registry.refused()), (1, 1));
+        assert_eq!(registry.series(), 2);
     }
 
     #[test]

@@ -95,6 +95,15 @@ impl Direction {
         }
     }
 
+    /// `direction="…"`, as written in the exposition.
+    pub const fn rendered_label(self) -> &'static str {
+        match self {
+            Direction::Inbound => "direction=\"inbound\"",
+            Direction::Outbound => "direction=\"outbound\"",
+            Direction::Unknown => "direction=\"unknown\"",
+        }
+    }
+
     pub fn from_name(name: &str) -> Self {
         match name {
             "inbound" => Direction::Inbound,
