@@ -296,5 +296,18 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+    if only.is_none_or(|o| o == "stream") {
+        stream_bench()?;
+    }
     Ok(())
+}
+
+/// The event stream's throughput to a fast HTTP reader (agent/benches/stream.rs): synthetic
+/// attributed events through the fan-out and the API server, events/s on one server thread.
+fn stream_bench() -> Result<()> {
+    println!("Event stream (GET /v1/events over loopback)");
+    status(
+        cargo()?.args(["bench", "-p", "sonde", "--bench", "stream"]),
+        "running the event stream bench",
+    )
 }

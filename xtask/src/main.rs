@@ -44,7 +44,7 @@ enum Command {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
-        /// Only this workload: tcp or exec.
+        /// Only this workload: tcp, exec, or stream (the event stream's throughput).
         #[arg(long)]
         only: Option<String>,
     },
