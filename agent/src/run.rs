@@ -475,12 +475,13 @@ pub async fn run(
         dest = Box::new(RotatingFile::open(file)?);
         opts.output = OutputFormat::Json;
     }
-    // The API port is bound before anything is attached: a taken port fails fast.
+    let mut capture = Capture::start(&opts.capture)?;
+    // Bound after the privilege and kernel checks (their errors come first), before any event
+    // is read: a taken port fails the run at once.
     let api_listener = match &opts.api {
         Some(api) => Some(api::bind(api).await?),
         None => None,
     };
-    let mut capture = Capture::start(&opts.capture)?;
     // Probes are attached: now look at what already exists (rule 5). The cgroup index is quick
     // and needed to attribute the first records; processes and sockets are scanned off the
     // capture path and merged when ready.

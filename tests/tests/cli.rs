@@ -73,7 +73,15 @@ fn bad_ring_buffer_size_is_a_usage_error() {
 fn text_output_is_one_readable_line_per_event() {
     sonde_tests::require_root();
     let agent = Command::new(sonde_bin())
-        .args(["run", "--output", "text", "--duration", "3s"])
+        .args([
+            "run",
+            "--output",
+            "text",
+            "--duration",
+            "3s",
+            "--api-listen",
+            "off",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

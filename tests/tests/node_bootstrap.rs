@@ -98,7 +98,7 @@ fn in_its_own_pid_namespace_with_a_host_root_it_reports_host_pids() {
     let script = format!(
         "mount --rbind /proc {r}/proc && mount --rbind /sys {r}/sys && \
          exec unshare --pid --fork --mount-proc {bin} run --output json --duration 4s \
-         --host-root {r} --stats-file {stats}",
+         --host-root {r} --stats-file {stats} --api-listen off",
         r = root.display(),
         bin = sonde_bin().display(),
         stats = stats.display(),
@@ -156,7 +156,14 @@ fn summary_shows_each_container_with_its_processes() {
     let container = bundle.spawn(&unique_id("sum"));
     std::thread::sleep(Duration::from_millis(500));
     let out = Command::new(sonde_bin())
-        .args(["run", "--summary", "--duration", "3s"])
+        .args([
+            "run",
+            "--summary",
+            "--duration",
+            "3s",
+            "--api-listen",
+            "off",
+        ])
         .stderr(Stdio::null())
         .output()
         .expect("sonde --summary");

@@ -140,6 +140,9 @@ fn start_sonde(dir: &Path) -> Result<Running> {
             "json",
             "--log-level",
             "warn",
+            // Idle, the API costs nothing; off, it cannot collide with an agent already running.
+            "--api-listen",
+            "off",
             "--stats-file",
         ])
         .arg(&stats)
