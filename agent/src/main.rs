@@ -103,7 +103,7 @@ struct RunArgs {
     #[arg(long)]
     stats_file: Option<PathBuf>,
     /// Write the NDJSON event stream to this file instead of stdout, rotated by size.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "summary")]
     output_file: Option<PathBuf>,
     /// Rotate the output file before it would exceed this size.
     #[arg(long, default_value = "100MiB", value_parser = parse_size, requires = "output_file")]
