@@ -130,7 +130,7 @@ fn main() {
                     identity: cgroup_path::parse(&path),
                     path: path.into(),
                 })),
-                found: None,
+                ..Attribution::default()
             }
         })
         .collect();

@@ -143,6 +143,23 @@ fn sonde_status_lists_the_container_with_its_processes_and_bytes() {
     let doc: Value = serde_json::from_slice(&out.stdout).expect("sonde status --output json");
     assert!(workload(&doc, &id).is_some(), "{doc:#}");
 
+    // --watch redraws every second; not a terminal, so no ANSI clear.
+    let mut watch = Command::new(sonde_bin())
+        .args(["status", "--watch", "--api", &addr.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sonde status --watch");
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frames = text.matches("Sonde ").count();
+    assert!(
+        (2..=4).contains(&frames),
+        "{frames} frames in 2.5 s:\n{text}"
+    );
+    assert!(!text.contains('\x1b'), "ANSI codes on a pipe: {text:?}");
+
     drop(container);
     agent.stop().assert_nothing_lost();
     remove_everywhere(&format!("{top}/system.slice/x"), "");

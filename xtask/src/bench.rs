@@ -145,6 +145,9 @@ pub fn start_sonde(dir: &Path) -> Result<Running> {
             // Metrics on (the default), on a free port so a running agent does not collide.
             "--metrics-listen",
             "127.0.0.1:0",
+            // Idle, the API costs nothing; off, it cannot collide with an agent already running.
+            "--api-listen",
+            "off",
             "--stats-file",
         ])
         .arg(&stats)

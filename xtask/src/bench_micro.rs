@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::cmd::{cargo, status};
 
 /// The benches, in the order they are reported.
-pub const BENCHES: &[&str] = &["attribution", "metrics_scrape"];
+pub const BENCHES: &[&str] = &["attribution", "remote_lookup", "metrics_scrape", "stream"];
 
 pub fn run() -> Result<()> {
     for name in BENCHES {

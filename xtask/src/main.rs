@@ -49,7 +49,8 @@ enum Command {
         seconds: f64,
         /// Only this part: tcp, exec, bootstrap (start-up scan), metadata (memory with
         /// 500 pods) or micro (in-process benches: attribution,
-        /// Kubernetes join, /metrics scrape).
+        /// Kubernetes join, /metrics scrape, event stream
+        /// throughput).
         #[arg(long)]
         only: Option<String>,
     },

@@ -310,6 +310,76 @@ pub fn human_bytes(n: u64) -> String {
 mod tests {
     use super::*;
 
+    use crate::{
+        event::ConnEvent,
+        node::{NodeOptions, cgroup_path::CgroupIdentity},
+    };
+    use sonde_common::record::ConnRecord;
+
+    fn cgroup(id: u64, ctr: &str) -> Arc<CgroupInfo> {
+        Arc::new(CgroupInfo {
+            id,
+            path: format!("/system.slice/docker-{ctr}.scope").into(),
+            identity: CgroupIdentity {
+                container_id: Some(ctr.into()),
+                ..CgroupIdentity::default()
+            },
+        })
+    }
+
+    #[test]
+    fn rows_per_cgroup_add_up_per_workload_and_idle_removed_ones_expire() {
+        let node = NodeModel::new(&NodeOptions::default()).expect("cgroup v2 on this machine");
+        let mut summary = Summary::default();
+        let t0 = SystemTime::now();
+        summary.set_now(t0);
+        // SAFETY: all-zero is a valid value of this plain-data record.
+        let mut close: ConnRecord = unsafe { std::mem::zeroed() };
+        close.bytes_sent = 100;
+        close.bytes_received = 7;
+        let ev = |phase| {
+            Event::Conn(ConnEvent {
+                phase,
+                record: &close,
+            })
+        };
+        // Two cgroups of one container (e.g. the runtime's and a nested one), one of another.
+        let (a1, a2, b) = (
+            cgroup(901, "aaaa"),
+            cgroup(902, "aaaa"),
+            cgroup(903, "bbbb"),
+        );
+        for cg in [&a1, &a2, &b] {
+            let attr = Attribution {
+                cgroup: Some(Arc::clone(cg)),
+                ..Attribution::default()
+            };
+            summary.record(&ev(ConnPhase::Open), &attr);
+            summary.record(&ev(ConnPhase::Close), &attr);
+        }
+        summary.found_conn(Some(&b));
+        let list = summary.workloads(&node);
+        let a = list
+            .iter()
+            .find(|w| w.label == "container:aaaa")
+            .expect("a");
+        assert_eq!((a.conns_opened, a.conns_open), (2, 0));
+        assert_eq!((a.bytes_in, a.bytes_out), (14, 200));
+        let bw = list
+            .iter()
+            .find(|w| w.label == "container:bbbb")
+            .expect("b");
+        assert_eq!(bw.conns_open, 1);
+        assert_eq!(summary.len(), 3);
+
+        // Ten minutes on: the cgroups are unknown to the node model (removed); a's rows are
+        // idle with nothing open and go, b keeps its open connection.
+        summary.set_now(t0 + Duration::from_secs(600));
+        summary.expire(&node);
+        assert_eq!(summary.len(), 1);
+        assert_eq!(summary.evicted, 2);
+    }
+
     #[test]
     fn sizes_read_well() {
         assert_eq!(human_bytes(512), "512B");
