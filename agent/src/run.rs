@@ -700,8 +700,10 @@ pub async fn run(
         }
         _ => (None, None),
     };
+    let mut ctx = Context::new();
+    ctx.pod_labels.clone_from(&opts.kubernetes.pod_labels);
     let mut pipeline = Pipeline {
-        ctx: Context::new(),
+        ctx,
         node,
         kube,
         apiserver: apiserver.as_ref().map(|a| a.subscribe()),

@@ -146,7 +146,7 @@ fn no_file_is_needed_and_defaults_are_documented() {
 fn show_yaml_is_a_config_file_with_the_same_values() {
     let dir = ConfigDir::new();
     let show = sonde(
-        &["config", "show", "--set", "metrics.pod_labels=app,team"],
+        &["config", "show", "--set", "kubernetes.pod_labels=app,team"],
         &[("SONDE_OUTPUT_ROTATE_SIZE", "1GiB"), ("NODE_NAME", "n1")],
     );
     assert!(show.status.success());
@@ -162,7 +162,7 @@ fn show_yaml_is_a_config_file_with_the_same_values() {
     let file = dir.file("again.yaml", &yaml);
     let again = show_json(&["--config", s(&file)], &[]);
     assert_eq!(
-        again["config"]["metrics"]["pod_labels"],
+        again["config"]["kubernetes"]["pod_labels"],
         serde_json::json!(["app", "team"])
     );
     assert_eq!(again["config"]["output"]["rotate_size"], "1GiB");
@@ -178,7 +178,7 @@ fn unknown_key_names_file_line_column_and_allowed_keys() {
     );
     let expected = format!(
         "sonde: {}:7:3: unknown key \"metrics.lisen\" (allowed: enabled, listen, max_series, \
-         remote_ip_allowlist, pod_labels)\n",
+         remote_ip_allowlist)\n",
         file.display()
     );
     assert_eq!(

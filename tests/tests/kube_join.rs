@@ -113,7 +113,12 @@ fn container_events_carry_namespace_pod_container_image_and_workload() {
         ),
         (fixture_pod("etcd-datagen-1-35"), "", ""),
     ];
-    let flags = kubelet_flags(&standin);
+    let mut flags = kubelet_flags(&standin);
+    // Allow-listed pod labels: only these keys are shown, and only those the pod has.
+    flags.extend([
+        "--set".into(),
+        "kubernetes.pod_labels=k8s-app,pod-template-hash,not-a-label".into(),
+    ]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let agent = Agent::start(&flags);
     for (pod, _, _) in &cases {
@@ -156,6 +161,12 @@ fn container_events_carry_namespace_pod_container_image_and_workload() {
             }
         }
     }
+    let coredns = execs_of(&events, &cases[0].0.container_id)[0];
+    assert_eq!(
+        coredns["pod_labels"],
+        serde_json::json!({"k8s-app": "kube-dns", "pod-template-hash": "7d764666f9"}),
+        "{coredns}"
+    );
     assert_eq!(
         stopped.stats["kubelet"]["consecutive_failures"], 0,
         "{}",

@@ -168,8 +168,6 @@ pub struct MetricsConfig {
     pub max_series: usize,
     /// Remote addresses kept as labels; others are aggregated.
     pub remote_ip_allowlist: Vec<Cidr>,
-    /// Pod label keys copied onto metrics.
-    pub pod_labels: Vec<String>,
 }
 
 impl Default for MetricsConfig {
@@ -179,7 +177,6 @@ impl Default for MetricsConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
             max_series: 10_000,
             remote_ip_allowlist: Vec::new(),
-            pod_labels: Vec::new(),
         }
     }
 }

@@ -357,6 +357,12 @@ pub static KEYS: &[Key] = &[
         Some("--kubeconfig"),
         "Kubeconfig for the apiserver; `null`: the in-cluster service account.",
     )),
+    key(
+        "kubernetes.pod_labels",
+        Kind::Strings,
+        None,
+        "Pod label keys copied onto events (`pod_labels`), an allow-list: other labels are never shown.",
+    ),
     nullable(key(
         "kubernetes.context",
         Kind::Str,
@@ -404,12 +410,6 @@ pub static KEYS: &[Key] = &[
         Kind::Cidrs,
         None,
         "Remote addresses kept as a label on connection metrics; others are aggregated (bounded cardinality).",
-    ),
-    key(
-        "metrics.pod_labels",
-        Kind::Strings,
-        None,
-        "Pod label keys copied onto metrics (allow-list).",
     ),
     key(
         "api.enabled",

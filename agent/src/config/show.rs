@@ -100,7 +100,7 @@ Unknown keys and invalid values stop Sonde with exit code 78 (EX_CONFIG) and a m
 the file, line and column (or the environment variable, or the flag), and what is allowed:
 
 ```text
-sonde: /etc/sonde/sonde.yaml:7:3: unknown key \"metrics.lisen\" (allowed: enabled, listen, max_series, remote_ip_allowlist, pod_labels)
+sonde: /etc/sonde/sonde.yaml:7:3: unknown key \"metrics.lisen\" (allowed: enabled, listen, max_series, remote_ip_allowlist)
 ```
 
 Sizes are bytes, or a number with `KiB`, `MiB` or `GiB` (`8MiB`). Durations are written like
@@ -154,6 +154,7 @@ capture:
 metrics:
   listen: 0.0.0.0:9464
   remote_ip_allowlist: [10.0.0.0/8]
+kubernetes:
   pod_labels: [app, app.kubernetes.io/name]
 kubelet:
   tls_verify: false

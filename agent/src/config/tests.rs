@@ -106,7 +106,7 @@ fn precedence_default_file_env_flag() {
 #[test]
 fn set_flag_env_lists_and_aliases() {
     let mut flags = Overrides::default();
-    flags.set("metrics.pod_labels=app, team");
+    flags.set("kubernetes.pod_labels=app, team");
     flags.set("kubelet.timeout=2s");
     let loaded = merge(
         "",
@@ -121,7 +121,7 @@ fn set_flag_env_lists_and_aliases() {
     )
     .expect("loads");
     let c = &loaded.config;
-    assert_eq!(c.metrics.pod_labels, ["app", "team"]);
+    assert_eq!(c.kubernetes.pod_labels, ["app", "team"]);
     assert_eq!(c.metrics.remote_ip_allowlist.len(), 2);
     assert_eq!(c.node_name.as_deref(), Some("from-downward-api"));
     assert_eq!(c.output.format, OutputFormatSetting::Json);
@@ -152,7 +152,7 @@ fn unknown_keys_name_the_position_and_the_allowed_keys() {
     assert_eq!(
         err(file, &[], &Overrides::default()),
         "/etc/sonde/sonde.yaml:7:3: unknown key \"metrics.lisen\" (allowed: enabled, listen, \
-         max_series, remote_ip_allowlist, pod_labels)"
+         max_series, remote_ip_allowlist)"
     );
     let e = err("metrix:\n  listen: x\n", &[], &Overrides::default());
     assert!(
@@ -287,7 +287,7 @@ fn missing_files() {
 
 #[test]
 fn show_yaml_is_a_config_file_that_loads_to_the_same() {
-    let file = "metrics:\n  listen: 0.0.0.0:1111\n  pod_labels: [app]\noutput:\n  rotate_size: 1GiB\nnode_name: n1\n";
+    let file = "metrics:\n  listen: 0.0.0.0:1111\nkubernetes:\n  pod_labels: [app]\noutput:\n  rotate_size: 1GiB\nnode_name: n1\n";
     let loaded = merge(
         file,
         &[("SONDE_API_ENABLED", "false")],

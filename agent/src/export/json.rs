@@ -195,7 +195,7 @@ fn opt_str(o: &mut Obj<'_>, key: &str, value: Option<&str>) {
 
 /// Where the event came from: cgroup path and what it names (container, pod, host service),
 /// and the pod's metadata when known.
-fn attribution_fields(o: &mut Obj<'_>, attr: &Attribution) {
+fn attribution_fields(o: &mut Obj<'_>, attr: &Attribution, pod_labels: &[String]) {
     let cgroup = attr.cgroup.as_deref();
     let id = cgroup.map(|c| &c.identity);
     opt_str(o, "cgroup_path", cgroup.map(|c| c.path.as_ref()));
@@ -225,6 +225,26 @@ fn attribution_fields(o: &mut Obj<'_>, attr: &Attribution) {
     let workload = pod.and_then(|p| workload(&p.pod));
     opt_str(o, "workload_kind", workload.map(|w| w.0));
     opt_str(o, "workload", workload.map(|w| w.1));
+    if let Some(p) = pod
+        && !pod_labels.is_empty()
+    {
+        // Only the allow-listed keys the pod has.
+        o.key("pod_labels");
+        o.out.push(b'{');
+        let mut first = true;
+        for key in pod_labels {
+            if let Some(value) = p.pod.labels.get(key) {
+                if !first {
+                    o.out.push(b',');
+                }
+                first = false;
+                write_str(o.out, key);
+                o.out.push(b':');
+                write_str(o.out, value);
+            }
+        }
+        o.out.push(b'}');
+    }
 }
 
 /// Who is at the remote end of a connection (Kubernetes Services and endpoints).
@@ -353,7 +373,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, attr: &Attribution, ctx: &mut 
         }
         Event::Cgroup { .. } => {}
     }
-    attribution_fields(&mut o, attr);
+    attribution_fields(&mut o, attr, &ctx.pod_labels);
     o.end();
 }
 
@@ -376,7 +396,7 @@ pub fn write_process_found(
     );
     o.u64("cgroup_id", p.cgroup_id);
     o.str("cmdline", &p.cmdline);
-    attribution_fields(&mut o, attr);
+    attribution_fields(&mut o, attr, &ctx.pod_labels);
     o.end();
 }
 
@@ -398,7 +418,7 @@ pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, attr: &Attribution, ct
     o.null("connect_latency_ns");
     o.null("error");
     remote_fields(&mut o, attr.remote.as_ref());
-    attribution_fields(&mut o, attr);
+    attribution_fields(&mut o, attr, &ctx.pod_labels);
     o.end();
 }
 

@@ -35,6 +35,8 @@ pub struct Context {
     pub clock: Clock,
     ids: RandomState,
     time_format: json::TimeFormat,
+    /// Pod label keys shown on events (`kubernetes.pod_labels`); others never are.
+    pub pod_labels: Vec<String>,
 }
 
 impl Default for Context {
@@ -49,6 +51,7 @@ impl Context {
             clock: Clock::now(),
             ids: RandomState::new(),
             time_format: json::TimeFormat::default(),
+            pod_labels: Vec::new(),
         }
     }
 

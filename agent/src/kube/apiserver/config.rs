@@ -25,6 +25,8 @@ pub struct KubernetesConfig {
     /// `kubernetes.max_backoff`: longest wait between retries of a failing watch.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// `kubernetes.pod_labels`: pod label keys shown on events (an allow-list).
+    pub pod_labels: Vec<String>,
 }
 
 impl Default for KubernetesConfig {
@@ -36,6 +38,7 @@ impl Default for KubernetesConfig {
             watch_services: true,
             watch_owners: true,
             max_backoff: Duration::from_secs(30),
+            pod_labels: Vec::new(),
         }
     }
 }
