@@ -21,6 +21,46 @@ const BATCH: usize = 10_000;
 const BATCHES: usize = 50;
 /// Pods the kubelet knows (their containers are the first `PODS` cgroups).
 const PODS: u64 = 500;
+/// Services the apiserver knows, each with 4 endpoints (the join benchmark).
+const SERVICES: u32 = 5_000;
+
+fn v4(net: u8, i: u32) -> std::net::Ipv4Addr {
+    let [_, a, b, c] = i.to_be_bytes();
+    std::net::Ipv4Addr::new(net, a, b, c)
+}
+
+/// A remote index holding `SERVICES` Services and their endpoints.
+fn remote_index() -> std::sync::Arc<kube::RemoteIndex> {
+    use kube::{
+        ObjectName,
+        services::{EndpointEntry, ServiceEntry, SliceEntry},
+    };
+    let index = kube::RemoteIndex::new();
+    for s in 0..SERVICES {
+        let name = format!("svc-{s}");
+        index.upsert_service(
+            ObjectName::new("ns", &name),
+            ServiceEntry {
+                cluster_ips: vec![v4(10, s).into()],
+                ports: vec![80],
+            },
+        );
+        let endpoints = (0..4)
+            .map(|e| EndpointEntry {
+                ip: v4(11, s * 4 + e).into(),
+                pod: Some(ObjectName::new("ns", &format!("{name}-pod-{e}"))),
+            })
+            .collect();
+        index.upsert_slice(
+            ObjectName::new("ns", &format!("{name}-slice")),
+            SliceEntry {
+                service: Some(name.as_str().into()),
+                endpoints,
+            },
+        );
+    }
+    std::sync::Arc::new(index)
+}
 
 /// A pod store holding `n` pods, parsed from a kubelet-shaped pod list like the real one.
 fn kube_with_pods(n: u64) -> KubeJoin {
@@ -77,7 +117,17 @@ fn main() {
             ),
         );
     }
-    let kube = kube_with_pods(PODS);
+    // Steady state: the start-up scan has been merged (nothing found, in this bench).
+    node.merge(
+        sonde::node::Bootstrap {
+            procs: Default::default(),
+            sockets: Default::default(),
+            duration: std::time::Duration::ZERO,
+        },
+        |inode| inode,
+    );
+    let mut kube = kube_with_pods(PODS);
+    kube.remote = Some(remote_index());
     assert!(
         kube.attribute_cgroup(&mut node, 1_000_000 + 7)
             .pod
@@ -121,6 +171,28 @@ fn main() {
         "join (cgroup id -> identity + pod metadata)",
         &mut |i, node| {
             std::hint::black_box(kube.attribute_cgroup(node, 1_000_000 + i % PODS));
+        },
+    );
+    // The whole join of a connection event: identity + pod + the remote end (a Service's
+    // ClusterIP, an endpoint pod, or an external address in turn).
+    let mut join_conn: ConnRecord = conn;
+    measure(
+        "join of a connection (identity + pod + remote, 500 pods, 5,000 services)",
+        &mut |i, node| {
+            join_conn.header = header(RecordKind::ConnClose, i);
+            join_conn.owner = task(i % PODS);
+            let remote = match i % 3 {
+                0 => v4(10, (i as u32 * 7) % SERVICES),
+                1 => v4(11, (i as u32 * 13) % (SERVICES * 4)),
+                _ => v4(8, i as u32),
+            };
+            join_conn.daddr[..4].copy_from_slice(&remote.octets());
+            join_conn.dport = 80;
+            let ev = Event::Conn(ConnEvent {
+                phase: ConnPhase::Close,
+                record: &join_conn,
+            });
+            std::hint::black_box(enrich::attribute(node, &kube, &ev));
         },
     );
     measure("tcp close (apply + attribute)", &mut |i, node| {

@@ -96,7 +96,7 @@ struct Inner {
     services: HashMap<ObjectName, ServiceEntry>,
     slices: HashMap<ObjectName, SliceEntry>,
     /// The hot-path index: one hash lookup per [`RemoteIndex::lookup`].
-    by_ip: HashMap<IpAddr, Slot, BuildFastHasher>,
+    by_ip: foldhash::HashMap<IpAddr, Slot>,
     /// Namespaces' names, shared by every entry of a namespace (few, kept hot in cache).
     namespaces: HashMap<Arc<str>, ()>,
     service_ips: usize,
@@ -194,74 +194,6 @@ impl Inner {
             slot.service.is_some()
         });
         self.endpoint_ips = 0;
-    }
-}
-
-/// FxHash-style hashing for addresses: the keys are not attacker-chosen in a way that matters
-/// (the cluster's own Service and pod IPs), and SipHash would be a third of a lookup.
-#[derive(Clone, Copy, Default)]
-struct BuildFastHasher;
-
-impl std::hash::BuildHasher for BuildFastHasher {
-    type Hasher = FastHasher;
-
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher(0)
-    }
-}
-
-struct FastHasher(u64);
-
-impl FastHasher {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
-    }
-}
-
-impl std::hash::Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        // Spread the high bits (where the multiply put the entropy) into the low ones the
-        // table indexes with.
-        self.0.rotate_left(26)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn write_u128(&mut self, n: u128) {
-        self.add(n as u64);
-        self.add((n >> 64) as u64);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn write_isize(&mut self, n: isize) {
-        self.add(n as u64);
     }
 }
 

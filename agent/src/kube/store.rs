@@ -9,10 +9,8 @@
 //! Memory is bounded by what the sources report (one node's pods for the kubelet); a container
 //! id is indexed for its current and its previous instance only.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
-};
+use foldhash::{HashMap, HashMapExt};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 

@@ -7,8 +7,9 @@
 //! Removed cgroups stay for a grace period (events about them may still be in flight), then go;
 //! the index is bounded and counts what it evicts.
 
+use foldhash::{HashMap, HashMapExt};
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,

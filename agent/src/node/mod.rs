@@ -13,8 +13,8 @@ pub mod process;
 pub mod procfs;
 pub mod sockets;
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::{
-    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -86,7 +86,7 @@ pub struct Bootstrap {
 pub fn scan(host: &HostRoot) -> Bootstrap {
     let started = Instant::now();
     let procs = procfs::scan(&host.proc());
-    let mut members: HashMap<u64, u32> = HashMap::new();
+    let mut members: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
     for p in &procs.processes {
         if let Some(ns) = p.netns {
             members.entry(ns).or_insert(p.pid);
@@ -208,6 +208,9 @@ impl NodeModel {
     /// Removes and returns the connection found at start-up with this 4-tuple (it is closing;
     /// its close record carries no owner).
     pub fn take_found_conn(&mut self, local: SocketAddr, remote: SocketAddr) -> Option<FoundConn> {
+        if self.found_conns.is_empty() {
+            return None;
+        }
         self.found_conns.remove(&(local, remote))
     }
 

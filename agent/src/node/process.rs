@@ -6,8 +6,9 @@
 //! each eviction is counted. Both orders are kept in queues (validated lazily when popped), so
 //! expiry and eviction cost O(1) amortised per process even when the table is full.
 
+use foldhash::{HashMap, HashMapExt};
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::Arc,
     time::{Duration, Instant},
 };
