@@ -5,8 +5,10 @@
 //! - [`event`]: typed lifecycle events decoded from kernel records;
 //! - [`node`]: the node model (cgroups, processes, start-up scan) and [`enrich`], the join that
 //!   attributes every event to a container, pod or host service;
-//! - [`export`]: sinks (NDJSON / text event stream);
-//! - [`kube`]: Kubernetes pod metadata (kubelet client, pod store);
+//! - [`export`]: sinks (NDJSON / text event stream, Prometheus metrics, status, stream fan-out);
+//! - [`kube`]: Kubernetes metadata (kubelet client, apiserver watches, pod store, remote index);
+//! - [`api`] / [`client`]: the HTTP API (`/v1/events`, `/v1/status`) and `sonde status`;
+//! - [`config`]: one configuration model (defaults < file < env < flags);
 //! - [`run`]: the `sonde run` pipeline tying them together.
 
 pub mod api;
@@ -19,6 +21,7 @@ pub mod event;
 pub mod export;
 pub mod kube;
 pub mod logging;
+pub mod memory;
 pub mod node;
 pub mod run;
 pub mod units;

@@ -102,13 +102,9 @@ impl CaptureError {
 }
 
 /// Returns memory freed after start-up's large transient allocations (BTF parsing) to the
-/// system, so the agent's resident size reflects what it keeps. glibc only.
+/// system, so the agent's resident size reflects what it keeps.
 fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::memory::trim_heap();
 }
 
 /// A running capture. Dropping it detaches every program.

@@ -1,10 +1,11 @@
 //! `cargo xtask bench` — the agent's memory with Kubernetes metadata loaded: starts the test
-//! kubelet (real HTTPS) serving a generated list of `<pods>` pods shaped like a real node's,
-//! runs the real agent against it (and, for comparison, without metadata), and prints the
-//! agent's resident memory once the list is loaded.
+//! kubelet (real HTTPS) serving a generated list of `<pods>` pods shaped like a real node's and
+//! the test apiserver holding `<services>` Services with an EndpointSlice each, runs the real
+//! agent against both (and, for comparison, without metadata), and prints the agent's resident
+//! memory once they are loaded.
 //!
 //! ```text
-//! SONDE_BIN=target/release/sonde bench-metadata <pods>
+//! SONDE_BIN=target/release/sonde bench-metadata <pods> <services>
 //! ```
 
 use std::{
@@ -14,7 +15,11 @@ use std::{
 
 use sonde_tests::{
     agent::Agent,
-    kube_standin::{KubeletStandin, payloads},
+    kube_standin::{
+        ApiserverStandin, KubeletStandin, Resource,
+        apiserver::{FIXTURE_NODE, endpoint_slice, service},
+        payloads,
+    },
 };
 
 /// `VmRSS` and `VmHWM` of `pid`, in KiB.
@@ -47,16 +52,43 @@ fn measure(args: &[&str], settle: impl Fn() -> bool) -> Result<(u64, u64), Strin
 }
 
 fn main() -> ExitCode {
-    let pods: usize = match std::env::args().nth(1).and_then(|a| a.parse().ok()) {
-        Some(n) => n,
-        None => {
-            eprintln!("usage: bench-metadata <pods>");
-            return ExitCode::from(2);
-        }
+    let arg = |i: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse::<usize>().ok())
+    };
+    let (Some(pods), Some(services)) = (arg(1), arg(2)) else {
+        eprintln!("usage: bench-metadata <pods> <services>");
+        return ExitCode::from(2);
     };
     let standin = KubeletStandin::start();
     standin.set_pods_bytes(payloads::generate_pod_list(pods));
+    let apiserver = ApiserverStandin::start();
+    for i in 0..services {
+        let (a, b) = (i / 250, i % 250);
+        let name = format!("svc-{i}");
+        apiserver.apply(
+            Resource::Services,
+            service("bench", &name, &format!("10.96.{a}.{b}"), &[80, 443]),
+        );
+        let pods: Vec<(String, String)> = (0..4)
+            .map(|e| (format!("10.{}.{a}.{b}", 100 + e), format!("{name}-pod-{e}")))
+            .collect();
+        let pods: Vec<(&str, &str)> = pods
+            .iter()
+            .map(|(ip, p)| (ip.as_str(), p.as_str()))
+            .collect();
+        apiserver.apply(
+            Resource::EndpointSlices,
+            endpoint_slice("bench", &format!("{name}-x"), &name, &pods),
+        );
+    }
+    let kubeconfig = apiserver.kubeconfig();
     let flags = [
+        "--kubeconfig".to_string(),
+        kubeconfig.display().to_string(),
+        "--node-name".into(),
+        FIXTURE_NODE.into(),
         "--kubelet-url".to_string(),
         standin.url(),
         "--kubelet-ca-file".into(),
@@ -67,14 +99,19 @@ fn main() -> ExitCode {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let result = measure(&["--kubelet-enabled", "false"], || true).and_then(|bare| {
         let served = standin.pods_requests();
-        let loaded = measure(&flags, || standin.pods_requests() > served)?;
+        let lists = apiserver.list_requests(Resource::EndpointSlices);
+        let loaded = measure(&flags, || {
+            standin.pods_requests() > served
+                && apiserver.list_requests(Resource::EndpointSlices) > lists
+        })?;
         Ok((bare, loaded))
     });
     match result {
         Ok(((bare_rss, bare_hwm), (rss, hwm))) => {
             println!(
-                "agent memory with {pods} pods from the kubelet: RSS {:.1} MiB, peak {:.1} MiB \
-                 (without metadata: RSS {:.1} MiB, peak {:.1} MiB; target <= 40 MiB)",
+                "agent memory with {pods} pods (kubelet) and {services} Services with 4 endpoints \
+                 each (apiserver): RSS {:.1} MiB, peak {:.1} MiB (without metadata: RSS {:.1} \
+                 MiB, peak {:.1} MiB; target <= 40 MiB)",
                 rss as f64 / 1024.0,
                 hwm as f64 / 1024.0,
                 bare_rss as f64 / 1024.0,

@@ -138,11 +138,7 @@ impl Body for MetricsBody {
 /// Returns the scrape's freed memory to the system: scrapes run on blocking-pool threads whose
 /// malloc arenas would otherwise keep their peak (the rendered labels of every series).
 fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::memory::trim_heap();
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<MetricsBody> {

@@ -58,6 +58,9 @@ pub(super) async fn run<K, S>(
             Ok(Event::InitApply(object)) => sink.listed(object),
             Ok(Event::InitDone) => {
                 sink.commit();
+                // The list's full objects (decoded whole, then stripped) are freed: give the
+                // memory back, or a large cluster's first list stays in the agent's RSS.
+                crate::memory::trim_heap();
                 let objects = sink.count();
                 let (first, recovered) = {
                     let state = cx.state.borrow();
