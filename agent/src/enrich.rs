@@ -77,11 +77,12 @@ impl KubeJoin {
 
     /// The Service or pod at `addr`, when the apiserver metadata is there.
     pub fn remote_of(&self, addr: std::net::SocketAddr) -> Option<Remote> {
-        let ip = match addr.ip() {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), std::net::IpAddr::V4),
-            v4 => v4,
-        };
-        Some(self.remote.as_ref()?.lookup(ip, addr.port()))
+        // An IPv4-mapped address (a dual-stack socket) is the IPv4 address it maps.
+        Some(
+            self.remote
+                .as_ref()?
+                .lookup(addr.ip().to_canonical(), addr.port()),
+        )
     }
 }
 

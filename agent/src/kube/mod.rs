@@ -36,3 +36,18 @@ pub use pods::{
     PodMeta, PodPhase, parse_pod_list,
 };
 pub use store::{ContainerRef, PodSource, PodStore};
+
+/// Up to `max` characters of a peer's text (kubelet, apiserver), on one line, for an error
+/// message.
+pub(crate) fn snippet(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect();
+    if text.trim().chars().count() > max {
+        out.push('…');
+    }
+    out
+}

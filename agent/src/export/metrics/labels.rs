@@ -252,11 +252,7 @@ impl RemoteLabeler {
             return name;
         }
         if self.allowlist.iter().any(|net| net.contains(ip)) {
-            let ip = match ip {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-                v4 => v4,
-            };
-            return Arc::from(ip.to_string());
+            return Arc::from(ip.to_canonical().to_string());
         }
         Arc::clone(&self.unknown)
     }

@@ -206,7 +206,7 @@ fn status_error(code: u16, message: &str, verb: &'static str, cx: &Context<'_>) 
     let said = if message.trim().is_empty() {
         String::new()
     } else {
-        format!(": {}", snippet(message, 300))
+        format!(": {}", crate::kube::snippet(message, 300))
     };
     let server = cx.server.to_string();
     match code {
@@ -249,7 +249,7 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         }
         next = e.source();
     }
-    snippet(&parts.join(": "), 500)
+    crate::kube::snippet(&parts.join(": "), 500)
 }
 
 fn has_source<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
@@ -297,18 +297,4 @@ fn is_unreachable(err: &(dyn std::error::Error + 'static), detail: &str) -> bool
     ]
     .iter()
     .any(|w| lower.contains(w))
-}
-
-/// Up to `max` characters of a peer's text, on one line, for an error message.
-fn snippet(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max)
-        .collect();
-    if text.trim().chars().count() > max {
-        out.push('…');
-    }
-    out
 }

@@ -202,17 +202,7 @@ impl KubeletError {
     }
 }
 
-/// Up to `max` characters of a peer's text, on one line, for an error message.
+/// Up to `max` characters of a peer's bytes, on one line, for an error message.
 pub(super) fn snippet(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out: String = text
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max)
-        .collect();
-    if text.trim().chars().count() > max {
-        out.push('…');
-    }
-    out
+    crate::kube::snippet(&String::from_utf8_lossy(bytes), max)
 }
