@@ -158,6 +158,11 @@ fn in_its_own_pid_namespace_with_a_host_root_it_reports_host_pids() {
     std::fs::create_dir_all(root.join("proc")).expect("mkdir");
     std::fs::create_dir_all(root.join("sys")).expect("mkdir");
     let stats = root.join("stats.json");
+    let notify_path = root.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     let marker = Command::new("/bin/sleep")
         .arg("30")
         .spawn()
@@ -181,11 +186,23 @@ fn in_its_own_pid_namespace_with_a_host_root_it_reports_host_pids() {
             "-c",
             &script,
         ])
+        .env("NOTIFY_SOCKET", &notify_path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sonde in namespaces");
-    std::thread::sleep(Duration::from_millis(2500));
+    // Run the workload once the agent says it captures (sd_notify READY=1), not after a guess.
+    let mut buf = [0u8; 512];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !notify
+        .recv(&mut buf)
+        .is_ok_and(|n| String::from_utf8_lossy(&buf[..n]).contains("READY=1"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sonde was not ready after 60 s"
+        );
+    }
     let mut workload = Command::new("/bin/true").spawn().expect("workload");
     assert!(workload.wait().expect("wait").success());
     let out = agent.wait_with_output().expect("sonde");
