@@ -17,6 +17,8 @@ use std::{
 
 use serde_json::Value;
 
+use crate::events::EventLog;
+
 /// The agent binary: `SONDE_BIN` (set by `cargo xtask test`), else next to the test binary's
 /// target directory.
 pub fn sonde_bin() -> PathBuf {
@@ -49,12 +51,21 @@ pub fn sonde_run() -> Command {
 /// The same, as a shell command line (for tests that start the agent from a script).
 pub const SONDE_RUN_ARGS: &str = "run --api-listen off --metrics-listen off";
 
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 pub struct Agent {
     child: Child,
     /// Where it serves /metrics, once known (from its log).
     metrics: Option<std::net::SocketAddr>,
     api: Option<SocketAddr>,
-    events: Arc<Mutex<Vec<Value>>>,
+    events: EventLog,
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
     stats_file: PathBuf,
@@ -124,17 +135,17 @@ impl Agent {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", sonde_bin().display()));
 
-        let events = Arc::new(Mutex::new(Vec::new()));
+        let events = EventLog::default();
         let stderr = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().expect("stdout");
         let err_pipe = child.stderr.take().expect("stderr");
-        let ev = Arc::clone(&events);
+        let ev = events.clone();
         let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let value: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("agent wrote invalid JSON ({e}): {line}"));
-                ev.lock().expect("lock").push(value);
+                ev.push(value);
             }
         });
         let se = Arc::clone(&stderr);
@@ -221,30 +232,17 @@ impl Agent {
 
     /// Resident memory of the agent now, in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("/proc/<agent>/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/<agent>/status")
+        status_kib(self.pid(), "VmRSS").expect("VmRSS in /proc/<agent>/status")
     }
 
     /// Events received so far.
     pub fn events(&self) -> Vec<Value> {
-        self.events.lock().expect("lock").clone()
+        self.events.snapshot()
     }
 
     /// Waits until `done` holds over the events received (or `timeout`); returns them.
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let events = self.events();
-            if done(&events) || Instant::now() > deadline {
-                return events;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.events.wait_for(timeout, done)
     }
 
     /// SIGTERM, wait for a clean exit, and return everything it produced.
@@ -272,7 +270,7 @@ impl Agent {
             .and_then(|mut f| f.read_to_string(&mut stats))
             .unwrap_or_else(|e| panic!("no stats file from sonde ({e}):\n{stderr}"));
         Stopped {
-            events: self.events.lock().expect("lock").clone(),
+            events: self.events.snapshot(),
             stats: serde_json::from_str(&stats).expect("stats JSON"),
             stderr,
         }

@@ -5,12 +5,13 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    sync::{Arc, Mutex},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
+
+use crate::events::EventLog;
 
 /// A loopback address nothing listens on now (bound then released).
 pub fn free_loopback_addr() -> SocketAddr {
@@ -99,7 +100,7 @@ pub fn status(addr: SocketAddr) -> Value {
 
 /// A live `/v1/events` reader collecting the events on a thread.
 pub struct EventStream {
-    events: Arc<Mutex<Vec<Value>>>,
+    events: EventLog,
     stream: TcpStream,
     reader: Option<JoinHandle<()>>,
 }
@@ -114,8 +115,8 @@ impl EventStream {
             Some("application/x-ndjson")
         );
         let stream = reader.get_ref().try_clone().expect("clone socket");
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&events);
+        let events = EventLog::default();
+        let sink = events.clone();
         let thread = std::thread::spawn(move || {
             let mut pending = Vec::new();
             while let Some(chunk) = read_chunk(&mut reader) {
@@ -128,7 +129,7 @@ impl EventStream {
                             String::from_utf8_lossy(&line)
                         )
                     });
-                    sink.lock().expect("lock").push(value);
+                    sink.push(value);
                 }
             }
         });
@@ -140,19 +141,12 @@ impl EventStream {
     }
 
     pub fn events(&self) -> Vec<Value> {
-        self.events.lock().expect("lock").clone()
+        self.events.snapshot()
     }
 
     /// Waits until `done` holds over the events received (or `timeout`); returns them.
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let events = self.events();
-            if done(&events) || Instant::now() > deadline {
-                return events;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.events.wait_for(timeout, done)
     }
 
     /// Closes the connection and returns everything received.

@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod events;
 pub mod kube_standin;
 pub mod metrics;
+pub mod peer;
 pub mod runc;
 
 /// Fails the test, clearly, when it cannot do what it must: these tests need root and BPF, and

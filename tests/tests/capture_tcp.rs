@@ -2,7 +2,6 @@
 //! and IPv6, with exact byte counts, 4-tuples and owners on both sides; refused connections.
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -11,6 +10,7 @@ use serde_json::Value;
 use sonde_tests::{
     agent::Agent,
     events::{str_of, u64_of},
+    peer::read_port,
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_tcp-peer");
@@ -28,15 +28,7 @@ fn server(bind: &str, conns: usize, recv: usize, send: usize) -> (Child, u16) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("server port");
-    let port = line
-        .trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected server output {line:?}"));
+    let port = read_port(&mut child);
     (child, port)
 }
 

@@ -4,7 +4,6 @@
 //! PromQL, the series cap, and a clear bind error.
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::Path,
     process::{Child, Command, Stdio},
@@ -17,6 +16,7 @@ use sonde_tests::{
     metrics::{
         Exposition, PrometheusServer, WORKLOAD_LABELS, documented_families, promtool_check, scrape,
     },
+    peer::read_port,
     runc::{container_id, unique_id},
 };
 
@@ -54,17 +54,6 @@ fn peer_in(cgroup: &TestCgroup, args: &[&str]) -> Child {
     child
 }
 
-fn port_line(child: &mut Child) -> u16 {
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port line");
-    line.trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected tcp-peer output {line:?}"))
-}
-
 struct Exchange {
     client: String,
     server: String,
@@ -81,7 +70,7 @@ fn exchange(top: &str, conns: u64, sent: u64, received: u64) -> Exchange {
     let (client_cg, client) = docker_cgroup(top);
     let (n, s, r) = (conns.to_string(), sent.to_string(), received.to_string());
     let mut srv = peer_in(&server_cg, &["server", "127.0.0.1:0", &n, &s, &r]);
-    let port = port_line(&mut srv);
+    let port = read_port(&mut srv);
     let addr = format!("127.0.0.1:{port}");
     let status = peer_in(&client_cg, &["client", &addr, &n, &s, &r])
         .wait()

@@ -6,7 +6,6 @@
 //! systemd unit.
 
 use std::{
-    io::{BufRead, BufReader},
     net::TcpStream,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -17,6 +16,7 @@ use sonde_tests::{
     agent::Agent,
     cgroup::{remove_everywhere, v2_root},
     events::{str_of, u64_of},
+    peer::read_port,
     runc::{Bundle, container_id, listening, pod_uid, unique_id},
 };
 
@@ -29,15 +29,7 @@ fn accept_close_server(n: usize) -> (Child, u16) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port line");
-    let port = line
-        .trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected server output {line:?}"));
+    let port = read_port(&mut child);
     (child, port)
 }
 

@@ -14,7 +14,7 @@ use std::{
 };
 
 use sonde_tests::{
-    agent::Agent,
+    agent::{Agent, status_kib},
     kube_standin::{
         ApiserverStandin, KubeletStandin, Resource,
         apiserver::{FIXTURE_NODE, endpoint_slice, service},
@@ -24,15 +24,8 @@ use sonde_tests::{
 
 /// `VmRSS` and `VmHWM` of `pid`, in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let field = |name| status_kib(pid, name).unwrap_or(0);
+    (field("VmRSS"), field("VmHWM"))
 }
 
 fn measure(args: &[&str], settle: impl Fn() -> bool) -> Result<(u64, u64), String> {
