@@ -75,6 +75,7 @@ fn main() {
             found: None,
             pod: None,
             remote: None,
+            direction: None,
         };
         let remote = 10 + (c % 200) as u8;
         for (dir, addr) in [

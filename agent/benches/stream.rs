@@ -21,7 +21,6 @@ use sonde::{
     export::{
         fanout::{STREAM_BATCH_BYTES, StreamHub},
         filter::FilterKeys,
-        status::Status,
     },
     node::{cgroup::CgroupInfo, cgroup_path::CgroupIdentity},
 };
@@ -96,7 +95,7 @@ fn measure(label: &str, query: &str, matching_every: u64) {
     let listener = runtime.block_on(api::bind(&opts)).expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (mut hub, handle) = StreamHub::new(opts.subscriber_queue, opts.max_subscribers);
-    let (_status_tx, status_rx) = tokio::sync::watch::channel(Arc::new(Status::default()));
+    let (_status_tx, status_rx) = sonde::pipeline::health::channel(Default::default());
     let server_thread = std::thread::spawn(move || {
         runtime.block_on(async move {
             let server = api::serve(

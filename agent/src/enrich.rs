@@ -28,8 +28,11 @@ pub struct Attribution {
     /// For a connection found at start-up and now closing: its owner and id from the scan.
     pub found: Option<FoundConn>,
     /// For a connection: the Service or pod at the remote address, or `External`; `None`
-    /// without apiserver metadata.
+    /// without apiserver metadata, or while it knows no Service yet.
     pub remote: Option<Remote>,
+    /// For a connection: `outbound`, `inbound` or `unknown` — the kernel's word when it knew,
+    /// else the start-up scan's.
+    pub direction: Option<&'static str>,
 }
 
 impl Attribution {
@@ -72,17 +75,26 @@ impl KubeJoin {
             cgroup,
             found: None,
             remote: None,
+            direction: None,
         }
     }
 
-    /// The Service or pod at `addr`, when the apiserver metadata is there.
+    /// The attribution of a connection found open at start-up.
+    pub fn attribute_found(&self, node: &mut NodeModel, conn: &FoundConn) -> Attribution {
+        Attribution {
+            remote: self.remote_of(conn.remote),
+            direction: Some(conn.direction),
+            ..self.attribute_cgroup(node, conn.cgroup_id)
+        }
+    }
+
+    /// The Service or pod at `addr`, when the apiserver metadata is there and knows Services
+    /// (before that, nothing can be called external).
     pub fn remote_of(&self, addr: std::net::SocketAddr) -> Option<Remote> {
         // An IPv4-mapped address (a dual-stack socket) is the IPv4 address it maps.
-        Some(
-            self.remote
-                .as_ref()?
-                .lookup(addr.ip().to_canonical(), addr.port()),
-        )
+        self.remote
+            .as_ref()?
+            .lookup_known(addr.ip().to_canonical(), addr.port())
     }
 }
 
@@ -114,13 +126,20 @@ pub fn attribute(node: &mut NodeModel, kube: &KubeJoin, ev: &Event) -> Attributi
     if id == 0 {
         id = found.as_ref().map_or(0, |f| f.cgroup_id);
     }
-    let remote = match ev {
-        Event::Conn(c) => kube.remote_of(c.remote()),
-        _ => None,
+    let (remote, direction) = match ev {
+        Event::Conn(c) => {
+            let direction = match (c.direction_name(), &found) {
+                ("unknown", Some(f)) => f.direction,
+                (kernel, _) => kernel,
+            };
+            (kube.remote_of(c.remote()), Some(direction))
+        }
+        _ => (None, None),
     };
     Attribution {
         found,
         remote,
+        direction,
         ..kube.attribute_cgroup(node, id)
     }
 }

@@ -23,5 +23,6 @@ pub mod kube;
 pub mod logging;
 pub mod memory;
 pub mod node;
+pub mod pipeline;
 pub mod run;
 pub mod units;

@@ -12,11 +12,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use tokio::{
-    net::TcpListener,
-    sync::{Notify, watch},
-    task::JoinHandle,
-};
+use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 
 use crate::export::{
     fanout::{self, StreamHandle, SubscribeError},
@@ -67,7 +63,8 @@ pub enum ApiError {
 #[derive(Clone)]
 pub struct ApiState {
     pub stream: StreamHandle,
-    pub status: watch::Receiver<Arc<Status>>,
+    /// The health model, serialised per request ([`Status::from_health`]).
+    pub status: crate::pipeline::health::HealthReceiver,
 }
 
 /// Binds the listener (so a taken port fails the run before capture starts).
@@ -175,7 +172,7 @@ fn handle(req: Request<Incoming>, state: &ApiState, kill: Arc<Notify>) -> Respon
     match path {
         "/v1/status" => {
             // The snapshot is up to a second old; the stream's own counters are read live.
-            let mut status = Status::clone(&state.status.borrow());
+            let mut status = Status::from_health(&state.status.borrow());
             let live = state.stream.stats();
             status.agent.stream.subscribers = live.subscribers;
             status.agent.stream.events_subscribers_dropped = live.subscribers_dropped;

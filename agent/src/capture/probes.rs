@@ -182,6 +182,26 @@ pub enum ProbeState {
     Failed(String),
 }
 
+impl ProbeState {
+    /// `attached`, `disabled`, `unavailable` or `failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbeState::Attached => "attached",
+            ProbeState::Disabled => "disabled",
+            ProbeState::Unavailable(_) => "unavailable",
+            ProbeState::Failed(_) => "failed",
+        }
+    }
+
+    /// Why it is not running, when it is not.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ProbeState::Unavailable(r) | ProbeState::Failed(r) => Some(r),
+            ProbeState::Attached | ProbeState::Disabled => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ProbeStatus {
     pub program: &'static str,

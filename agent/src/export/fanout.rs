@@ -360,6 +360,48 @@ impl Subscription {
     }
 }
 
+/// The hub as a sink of the pipeline: each event's NDJSON line (shared with the stdout output
+/// when both print JSON), published at the end of each drain.
+pub struct HubSink {
+    pub hub: StreamHub,
+    pub max_subscribers: usize,
+}
+
+impl crate::pipeline::sink::Sink for HubSink {
+    fn event(
+        &mut self,
+        ev: &crate::pipeline::sink::Attributed<'_>,
+        fmt: &mut crate::pipeline::sink::Formatter,
+    ) {
+        if !self.hub.wanted() {
+            return;
+        }
+        let keys = FilterKeys {
+            cgroup: ev.attr.cgroup.clone(),
+            kube: ev.attr.pod.clone(),
+        };
+        self.hub.push_line(ev.type_name(), fmt.json(ev), keys);
+    }
+
+    fn end_batch(&mut self, _end: &crate::pipeline::sink::BatchEnd<'_>) {
+        self.hub.publish();
+    }
+
+    fn health(
+        &mut self,
+        _node: &crate::node::NodeModel,
+        health: &mut crate::pipeline::health::Health,
+    ) {
+        let s = self.hub.stats();
+        health.stream = Some(crate::pipeline::health::StreamHealth {
+            subscribers: s.subscribers,
+            max_subscribers: self.max_subscribers,
+            subscribers_dropped: s.subscribers_dropped,
+            events_published: s.events_published,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

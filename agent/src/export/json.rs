@@ -333,10 +333,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, attr: &Attribution, ctx: &mut 
             );
             o.str(
                 "direction",
-                match found {
-                    Some(f) => f.direction,
-                    None => c.direction_name(),
-                },
+                attr.direction.unwrap_or_else(|| c.direction_name()),
             );
             addr_fields(&mut o, c.local(), c.remote());
             match (c.owner(), found.and_then(|f| f.owner.as_ref())) {

@@ -5,10 +5,12 @@ pub mod fanout;
 pub mod filter;
 pub mod json;
 pub mod metrics;
+pub mod output;
 pub mod rotate;
 pub mod status;
 pub mod summary;
 pub mod text;
+pub mod workloads;
 pub mod writer;
 
 use std::hash::{BuildHasher, RandomState};

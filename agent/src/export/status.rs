@@ -1,24 +1,83 @@
 //! `GET /v1/status`: the agent's health and its per-workload table, as one JSON document.
 //!
-//! The pipeline builds a [`Status`] about once a second ([`STATUS_INTERVAL`]) and publishes it
-//! through a `watch` channel: readers take the latest snapshot, the capture path takes no lock
-//! per event. The same types deserialize the document in `sonde status`.
+//! A serialisation of the health model ([`crate::pipeline::health::Health`], built by the
+//! pipeline about once a second): [`Status::from_health`]. Readers take the latest document from
+//! a `watch` channel; the capture path takes no lock per event. The same types deserialize the
+//! document in `sonde status`.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, SystemTime},
-};
+use std::{collections::BTreeMap, time::Duration, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::summary::Workload;
 use crate::{
-    capture::{ProbeState, ProbeStatus},
+    capture::ProbeStatus,
     node::cgroup_path::Kind,
+    pipeline::health::{self, BootstrapStats},
 };
 
+impl Status {
+    /// The document of the health model: the same counts /metrics and the stats file show.
+    pub fn from_health(h: &health::Health) -> Self {
+        let lost = h.losses();
+        let stream = h.stream.unwrap_or_default();
+        let table = |t: health::TableStats| TableSize {
+            entries: t.entries,
+            evicted: t.evicted,
+        };
+        Status {
+            agent: Health {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at: rfc3339(h.started_at),
+                generated_at: rfc3339(h.generated_at),
+                uptime_seconds: h.uptime.as_secs_f64(),
+                probes: Probes::from_list(&h.probes),
+                missing_kernel_fields: h.missing_kernel_fields.clone(),
+                events: h.events.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                lost: Lost {
+                    total: lost.total(),
+                    kernel: lost.kernel,
+                    decode_errors: lost.decode_errors,
+                    output_dropped: lost.output_dropped,
+                    events_subscribers_dropped: lost.events_subscribers_dropped,
+                },
+                kernel_counters: h.kernel.named().map(|(k, v)| (k.to_string(), v)).collect(),
+                stream: StreamStatus {
+                    subscribers: stream.subscribers,
+                    max_subscribers: stream.max_subscribers,
+                    events_subscribers_dropped: stream.subscribers_dropped,
+                    events_published: stream.events_published,
+                },
+                bootstrap: h.bootstrap.as_ref().map(BootstrapStatus::from),
+                tables: Tables {
+                    processes: table(h.processes),
+                    cgroups: table(h.cgroups),
+                    workloads: table(h.workload_table.unwrap_or_default()),
+                },
+                metadata: Metadata {
+                    kubelet: h.kubelet.as_ref().map(SourceState::from_kubelet),
+                    apiserver: h.apiserver.as_ref().map(SourceState::from_apiserver),
+                },
+            },
+            workloads: h.workloads.iter().map(WorkloadStatus::from).collect(),
+        }
+    }
+}
+
+impl From<&BootstrapStats> for BootstrapStatus {
+    fn from(b: &BootstrapStats) -> Self {
+        Self {
+            duration_ms: b.duration_ms,
+            processes_found: b.processes_found,
+            connections_found: b.connections_found,
+            unreadable_processes: b.unreadable_processes,
+            socket_namespaces_failed: b.socket_namespaces_failed,
+        }
+    }
+}
+
 /// How often the pipeline publishes a snapshot.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+pub const STATUS_INTERVAL: Duration = crate::pipeline::health::HEALTH_INTERVAL;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -223,17 +282,11 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 impl From<&ProbeStatus> for ProbeEntry {
     fn from(p: &ProbeStatus) -> Self {
-        let (state, reason) = match &p.state {
-            ProbeState::Attached => ("attached", None),
-            ProbeState::Disabled => ("disabled", None),
-            ProbeState::Unavailable(r) => ("unavailable", Some(r.clone())),
-            ProbeState::Failed(r) => ("failed", Some(r.clone())),
-        };
         Self {
             program: p.program.to_string(),
             hook: p.hook.clone(),
-            state: state.to_string(),
-            reason,
+            state: p.state.name().to_string(),
+            reason: p.state.reason().map(str::to_string),
         }
     }
 }

@@ -42,7 +42,7 @@ impl std::fmt::Display for ObjectName {
 }
 
 /// Who is at a remote address.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Remote {
     /// A Service's ClusterIP (with one of its ports, or the ClusterIP alone).
@@ -104,6 +104,20 @@ struct Inner {
 }
 
 impl Inner {
+    fn lookup(&self, ip: IpAddr, _port: u16) -> Remote {
+        match self.by_ip.get(&ip) {
+            Some(Slot {
+                service: Some((_, remote)),
+                ..
+            })
+            | Some(Slot {
+                endpoint: Some((_, remote)),
+                ..
+            }) => remote.clone(),
+            _ => Remote::External,
+        }
+    }
+
     fn intern(&mut self, namespace: &Arc<str>) -> Arc<str> {
         if let Some((shared, ())) = self.namespaces.get_key_value(namespace) {
             return Arc::clone(shared);
@@ -241,19 +255,18 @@ impl RemoteIndex {
     /// Who is at `ip:port`: a Service by ClusterIP (a ClusterIP belongs to one Service, so
     /// the port only confirms it), else a pod by endpoint address, else [`Remote::External`].
     /// One read lock, one hash lookup, reference-count increments: no allocation.
-    pub fn lookup(&self, ip: IpAddr, _port: u16) -> Remote {
+    pub fn lookup(&self, ip: IpAddr, port: u16) -> Remote {
+        self.read().lookup(ip, port)
+    }
+
+    /// [`Self::lookup`], or `None` while no Service is indexed (the index has not synced: an
+    /// address cannot be called external yet).
+    pub fn lookup_known(&self, ip: IpAddr, port: u16) -> Option<Remote> {
         let inner = self.read();
-        match inner.by_ip.get(&ip) {
-            Some(Slot {
-                service: Some((_, remote)),
-                ..
-            })
-            | Some(Slot {
-                endpoint: Some((_, remote)),
-                ..
-            }) => remote.clone(),
-            _ => Remote::External,
+        if inner.services.is_empty() {
+            return None;
         }
+        Some(inner.lookup(ip, port))
     }
 
     /// Adds or replaces one Service.

@@ -1,33 +1,26 @@
 //! The capture pipeline's side of the metrics: a local accumulator updated per event with no
 //! lock and no allocation in the steady state (hash-map hits keyed by cgroup id, and by cgroup
-//! id + direction + remote address for connections), published into the shared
-//! [`WorkloadRegistry`] once per drain batch.
+//! id + direction + remote end for connections, both as the join resolved them), published into
+//! the shared [`WorkloadRegistry`] once per drain batch.
 //!
 //! Publishing takes the registry lock with `try_lock`: while a scrape is encoding, the counts
 //! stay here and go out with the next batch, so the drain never waits for an HTTP client. The
-//! cgroup → workload identity and address → `remote` label translations happen at publish time,
-//! once per distinct key, and are cached.
+//! cgroup → workload identity and remote end → `remote` label translations happen at publish
+//! time, once per distinct key, and are cached.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use super::{
-    labels::{RemoteLabeler, WorkloadIdentity},
+    labels::{RemoteKey, RemoteLabeler, WorkloadIdentity},
     registry::{ConnKey, WorkloadRegistry},
     series::{CONNECT_BUCKETS, ConnCounts, Direction, ProcCounts, RTT_BUCKETS},
 };
 use crate::{
     enrich::Attribution,
     event::{ConnPhase, Event, ExitStatus, exit_status},
-    node::cgroup::CgroupInfo,
+    node::{FoundConn, cgroup::CgroupInfo},
 };
 
-/// Remote names are re-asked this often, so a name learned later applies to new counts.
-const REMOTE_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Cache sizes above which a cache is simply cleared.
 const MAX_CACHED: usize = 50_000;
 
@@ -41,10 +34,9 @@ pub struct Accumulator {
     registry: Arc<WorkloadRegistry>,
     labeler: RemoteLabeler,
     workloads: HashMap<u64, LocalWorkload>,
-    conns: HashMap<(u64, Direction, IpAddr), ConnCounts>,
+    conns: HashMap<(u64, Direction, RemoteKey), ConnCounts>,
     identities: HashMap<u64, WorkloadIdentity>,
-    remotes: HashMap<IpAddr, Arc<str>>,
-    remotes_since: Instant,
+    remotes: HashMap<RemoteKey, Arc<str>>,
     /// Publishes postponed because a scrape held the registry.
     pub deferred: u64,
 }
@@ -58,20 +50,13 @@ impl Accumulator {
             conns: HashMap::new(),
             identities: HashMap::new(),
             remotes: HashMap::new(),
-            remotes_since: Instant::now(),
             deferred: 0,
         }
     }
 
     /// Counts one attributed event.
     pub fn record(&mut self, ev: &Event, attr: &Attribution) {
-        let cg = attr.cgroup.as_ref().map_or(0, |c| c.id);
-        let local = self.workloads.entry(cg).or_default();
-        if local.cgroup.is_none()
-            && let Some(c) = &attr.cgroup
-        {
-            local.cgroup = Some(Arc::clone(c));
-        }
+        let local = self.local(attr);
         match ev {
             Event::Exec(_) => local.procs.execs += 1,
             Event::Fork(_) => local.procs.forks += 1,
@@ -81,16 +66,8 @@ impl Accumulator {
                 ExitStatus::Signal { .. } => local.procs.exits_signal += 1,
             },
             Event::Conn(c) => {
-                let mut direction = Direction::from_name(c.direction_name());
-                if direction == Direction::Unknown
-                    && let Some(found) = &attr.found
-                {
-                    direction = Direction::from_name(found.direction);
-                }
-                let counts = self
-                    .conns
-                    .entry((cg, direction, c.remote_addr()))
-                    .or_default();
+                let direction = attr.direction.unwrap_or_else(|| c.direction_name());
+                let counts = self.conn(attr, direction, c.remote_addr());
                 match c.phase {
                     ConnPhase::Open => {
                         counts.opened += 1;
@@ -120,16 +97,33 @@ impl Accumulator {
     }
 
     /// A connection found open at start-up (counted as opened, without a connect time).
-    pub fn found_conn(&mut self, cgroup: Option<&Arc<CgroupInfo>>, direction: &str, ip: IpAddr) {
-        let cg = cgroup.map_or(0, |c| c.id);
+    pub fn found_conn(&mut self, conn: &FoundConn, attr: &Attribution) {
+        let direction = attr.direction.unwrap_or(conn.direction);
+        self.local(attr);
+        self.conn(attr, direction, conn.remote.ip()).opened += 1;
+    }
+
+    /// The process counts of the event's cgroup.
+    fn local(&mut self, attr: &Attribution) -> &mut LocalWorkload {
+        let cg = attr.cgroup.as_ref().map_or(0, |c| c.id);
         let local = self.workloads.entry(cg).or_default();
-        if local.cgroup.is_none() {
-            local.cgroup = cgroup.cloned();
+        if local.cgroup.is_none()
+            && let Some(c) = &attr.cgroup
+        {
+            local.cgroup = Some(Arc::clone(c));
         }
-        self.conns
-            .entry((cg, Direction::from_name(direction), ip))
-            .or_default()
-            .opened += 1;
+        local
+    }
+
+    /// The connection counts of the event's cgroup, direction and remote end.
+    fn conn(&mut self, attr: &Attribution, direction: &str, ip: IpAddr) -> &mut ConnCounts {
+        let cg = attr.cgroup.as_ref().map_or(0, |c| c.id);
+        let key = (
+            cg,
+            Direction::from_name(direction),
+            RemoteKey::new(attr.remote.as_ref(), ip),
+        );
+        self.conns.entry(key).or_default()
     }
 
     /// Moves the batch's counts into the shared registry, unless a scrape holds it (then they
@@ -143,21 +137,21 @@ impl Accumulator {
             self.deferred += 1;
             return false;
         };
-        if self.remotes_since.elapsed() >= REMOTE_CACHE_TTL || self.remotes.len() > MAX_CACHED {
+        if self.remotes.len() > MAX_CACHED {
             self.remotes.clear();
-            self.remotes_since = Instant::now();
         }
         if self.identities.len() > MAX_CACHED {
             self.identities.clear();
         }
         let unknown = WorkloadIdentity::default();
-        for ((cg, direction, ip), counts) in self.conns.drain() {
+        for ((cg, direction, remote), counts) in self.conns.drain() {
             cache_identity(&mut self.identities, &self.workloads, cg);
             let id = self.identities.get(&cg).unwrap_or(&unknown);
+            let labeler = &self.labeler;
             let remote = self
                 .remotes
-                .entry(ip)
-                .or_insert_with(|| self.labeler.label(ip));
+                .entry(remote)
+                .or_insert_with_key(|key| labeler.label(key));
             let key = ConnKey {
                 direction,
                 remote: Arc::clone(remote),

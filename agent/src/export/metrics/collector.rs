@@ -16,7 +16,7 @@ use prometheus_client::{
 };
 
 use super::{
-    health::{EVENT_TYPES, Health, SelfUsage},
+    health::Health,
     labels::{LabelSource, WORKLOAD_LABEL_NAMES},
     registry::{ConnKey, WorkloadRegistry, WorkloadSeries},
     series::{CONNECT_BUCKETS, ConnCounts, Histogram, RTT_BUCKETS},
@@ -40,12 +40,12 @@ impl fmt::Debug for SondeCollector {
 /// one `key="value"` pair. Each sample then costs one label encode instead of ten: the rendered
 /// part goes through prometheus-client's label-key writer verbatim (it is already escaped), the
 /// last value through its value escaping.
-struct Labels<'a> {
-    rendered: &'a str,
+pub(super) struct Labels<'a> {
+    pub(super) rendered: &'a str,
     /// More rendered pairs after `rendered` (may be empty).
-    more: &'a str,
-    key: &'a str,
-    value: &'a str,
+    pub(super) more: &'a str,
+    pub(super) key: &'a str,
+    pub(super) value: &'a str,
 }
 
 /// The rendered parts and the last key, written as is.
@@ -74,14 +74,14 @@ impl EncodeLabelSet for Labels<'_> {
 }
 
 impl<'a> Labels<'a> {
-    const NONE: Labels<'static> = Labels {
+    pub(super) const NONE: Labels<'static> = Labels {
         rendered: "",
         more: "",
         key: "",
         value: "",
     };
 
-    fn one(key: &'a str, value: &'a str) -> Self {
+    pub(super) fn one(key: &'a str, value: &'a str) -> Self {
         Labels {
             rendered: "",
             more: "",
@@ -109,11 +109,11 @@ fn render(out: &mut String, key: &str, value: &str) {
     out.push('"');
 }
 
-fn counter(m: &mut MetricEncoder, labels: &Labels, v: u64) -> fmt::Result {
+pub(super) fn counter(m: &mut MetricEncoder, labels: &Labels, v: u64) -> fmt::Result {
     ConstCounter::new(v).encode(m.encode_family(labels)?)
 }
 
-fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + Default + fmt::Debug>(
+pub(super) fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + Default + fmt::Debug>(
     m: &mut MetricEncoder,
     labels: &Labels,
     v: V,
@@ -319,200 +319,11 @@ impl SondeCollector {
         }
         Ok(())
     }
-
-    fn encode_health(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
-        let none = Labels::NONE;
-        let h = self.health.snapshot().clone();
-        let mut m = encoder.encode_descriptor(
-            "sonde_events",
-            "Events delivered by the kernel and decoded, by type (process_found: found running \
-             at start-up)",
-            None,
-            MetricType::Counter,
-        )?;
-        let mut types: Vec<&str> = EVENT_TYPES.to_vec();
-        types.extend(h.events.keys().filter(|t| !EVENT_TYPES.contains(t)));
-        for t in types {
-            let v = h.events.get(t).copied().unwrap_or(0);
-            counter(&mut m, &Labels::one("type", t), v)?;
-        }
-
-        let mut m = encoder.encode_descriptor(
-            "sonde_events_lost",
-            "Events lost, by reason: ringbuf_full_<kind> (kernel ring buffer full), \
-             decode_error, output_dropped (the event stream could not keep up)",
-            None,
-            MetricType::Counter,
-        )?;
-        for k in h.kernel.iter().filter(|k| k.loss) {
-            counter(&mut m, &Labels::one("reason", k.name), k.value)?;
-        }
-        counter(
-            &mut m,
-            &Labels::one("reason", "decode_error"),
-            h.decode_errors,
-        )?;
-        counter(
-            &mut m,
-            &Labels::one("reason", "output_dropped"),
-            h.output_dropped,
-        )?;
-
-        let mut m = encoder.encode_descriptor(
-            "sonde_events_degraded",
-            "Events delivered with less detail, by kernel counter: conn_map_full, \
-             conn_no_state, accept_no_state, read_failed",
-            None,
-            MetricType::Counter,
-        )?;
-        for k in h.kernel.iter().filter(|k| !k.loss) {
-            counter(&mut m, &Labels::one("reason", k.name), k.value)?;
-        }
-
-        let mut m = encoder.encode_descriptor(
-            "sonde_probes",
-            "Hooks of each eBPF program, by state (attached, disabled, unavailable, failed)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (program, state, n) in &h.probes {
-            gauge(
-                &mut m,
-                &Labels {
-                    rendered: &format!("program=\"{program}\""),
-                    more: "",
-                    key: "state",
-                    value: state,
-                },
-                i64::from(*n),
-            )?;
-        }
-
-        let gauges: [(&str, &str, i64); 5] = [
-            (
-                "sonde_ring_buffer_size_bytes",
-                "Size of the kernel-to-agent ring buffer",
-                h.ring_buffer_bytes as i64,
-            ),
-            (
-                "sonde_ring_buffer_peak_used_bytes",
-                "Most ring buffer bytes (records and headers) drained in one wake-up since start: \
-                 the buffer's peak occupancy when drained",
-                h.ring_buffer_peak_used_bytes as i64,
-            ),
-            (
-                "sonde_process_table_entries",
-                "Processes in the agent's process table",
-                h.processes_known as i64,
-            ),
-            (
-                "sonde_cgroups_known",
-                "Cgroups in the agent's cgroup index",
-                h.cgroups_known as i64,
-            ),
-            (
-                "sonde_metrics_series",
-                "Label sets held by the metrics registry (workloads, connection keys, failure \
-                 reasons)",
-                self.registry.series() as i64,
-            ),
-        ];
-        for (name, help, v) in gauges {
-            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            gauge(&mut m, &none, v)?;
-        }
-        let mut m = encoder.encode_descriptor(
-            "sonde_metrics_series_limit",
-            "The configured max_series",
-            None,
-            MetricType::Gauge,
-        )?;
-        gauge(&mut m, &none, self.registry.max_series() as i64)?;
-
-        let counters: [(&str, &str, u64); 5] = [
-            (
-                "sonde_process_table_evicted",
-                "Processes evicted from the full process table",
-                h.processes_evicted,
-            ),
-            (
-                "sonde_cgroups_evicted",
-                "Cgroups dropped from the index (removed past their grace period, or evicted)",
-                h.cgroups_evicted,
-            ),
-            (
-                "sonde_metrics_series_refused",
-                "New label sets refused because max_series was reached (their counts are lost)",
-                self.registry.refused(),
-            ),
-            (
-                "sonde_metrics_series_evicted",
-                "Label sets of idle workloads dropped to make room under max_series",
-                self.registry.evicted(),
-            ),
-            (
-                "sonde_metrics_publish_deferred",
-                "Times the pipeline postponed publishing counts because a scrape was encoding",
-                h.publish_deferred,
-            ),
-        ];
-        for (name, help, v) in counters {
-            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            counter(&mut m, &none, v)?;
-        }
-
-        if let Some(k) = self.health.kubelet() {
-            let unix = |t: Option<std::time::SystemTime>| {
-                t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0.0, |d| d.as_secs_f64())
-            };
-            let mut m = encoder.encode_descriptor(
-                "sonde_kubelet_sync_last_success_timestamp_seconds",
-                "When the kubelet pod list was last fetched successfully (Unix time; 0: never)",
-                None,
-                MetricType::Gauge,
-            )?;
-            gauge(&mut m, &none, unix(k.last_success))?;
-            let mut m = encoder.encode_descriptor(
-                "sonde_kubelet_sync_consecutive_failures",
-                "Failed kubelet fetches since the last success (0: healthy)",
-                None,
-                MetricType::Gauge,
-            )?;
-            gauge(&mut m, &none, i64::from(k.consecutive_failures))?;
-            let mut m = encoder.encode_descriptor(
-                "sonde_kubelet_syncs",
-                "Kubelet pod list fetches, by result",
-                None,
-                MetricType::Counter,
-            )?;
-            counter(&mut m, &Labels::one("result", "success"), k.successes)?;
-            counter(&mut m, &Labels::one("result", "failure"), k.failures)?;
-        }
-
-        if let Some(usage) = SelfUsage::read() {
-            let mut m = encoder.encode_descriptor(
-                "process_cpu_seconds",
-                "Total user and system CPU time spent in seconds",
-                None,
-                MetricType::Counter,
-            )?;
-            ConstCounter::new(usage.cpu_seconds).encode(m.encode_family(&none)?)?;
-            let mut m = encoder.encode_descriptor(
-                "process_resident_memory_bytes",
-                "Resident memory size in bytes",
-                None,
-                MetricType::Gauge,
-            )?;
-            gauge(&mut m, &none, usage.resident_bytes as i64)?;
-        }
-        Ok(())
-    }
 }
 
 impl Collector for SondeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         self.encode_workloads(&mut encoder)?;
-        self.encode_health(&mut encoder)
+        super::health::encode(&self.health.model(), &self.registry, &mut encoder)
     }
 }

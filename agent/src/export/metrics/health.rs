@@ -1,20 +1,26 @@
-//! The agent's own health for /metrics: events by type, losses, probes, table sizes, the
-//! kubelet source's sync state, and the process's CPU time and memory.
-//!
-//! The pipeline publishes a [`HealthSnapshot`] about once a second (a lock and a small copy);
-//! the kubelet state and /proc/self are read at scrape time.
+//! The agent's own health for /metrics: a serialisation of the pipeline's health model
+//! ([`crate::pipeline::health::Health`], rebuilt about once a second), plus the process's CPU
+//! time and memory read from /proc/self at scrape time.
 
 use std::{
-    collections::BTreeMap,
-    sync::{Mutex, MutexGuard},
+    fmt,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
-use sonde_common::counter;
-use tokio::sync::watch;
+use prometheus_client::{
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter},
+};
+use sonde_common::counter as kernel_counter;
 
+use super::{
+    collector::{Labels, counter, gauge},
+    registry::WorkloadRegistry,
+};
 use crate::{
-    capture::{CounterValues, ProbeState, ProbeStatus},
-    kube::KubeletSyncState,
+    kube::{ApiserverSyncState, KindSyncState},
+    pipeline::health::{self, HealthReceiver},
 };
 
 /// Event types always exposed (at 0 until seen), so every documented series exists.
@@ -28,98 +34,28 @@ pub const EVENT_TYPES: [&str; 7] = [
     "process_found",
 ];
 
-/// A kernel counter with its name and whether it counts lost records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelCounter {
-    pub name: &'static str,
-    pub loss: bool,
-    pub value: u64,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct HealthSnapshot {
-    pub events: BTreeMap<&'static str, u64>,
-    pub decode_errors: u64,
-    pub output_dropped: u64,
-    /// Every named kernel counter, zero or not.
-    pub kernel: Vec<KernelCounter>,
-    /// `(program, state, hooks)`: how many of the program's hooks are `attached`, `disabled`,
-    /// `unavailable` or `failed` (a program may have several hooks, e.g. accept and accept4).
-    pub probes: Vec<(&'static str, &'static str, u32)>,
-    pub ring_buffer_bytes: u64,
-    /// The most ring buffer bytes drained in one wake-up: its peak occupancy at a drain.
-    pub ring_buffer_peak_used_bytes: u64,
-    pub processes_known: usize,
-    pub processes_evicted: u64,
-    pub cgroups_known: usize,
-    pub cgroups_evicted: u64,
-    /// Metric publishes postponed because a scrape held the registry.
-    pub publish_deferred: u64,
-}
-
-impl HealthSnapshot {
-    pub fn set_kernel(&mut self, values: &CounterValues) {
-        self.kernel.clear();
-        for (i, name) in counter::NAMES.iter().enumerate() {
-            if !name.is_empty() {
-                self.kernel.push(KernelCounter {
-                    name,
-                    loss: counter::is_loss(i as u32),
-                    value: values.0[i],
-                });
-            }
-        }
-    }
-
-    pub fn set_probes(&mut self, probes: &[ProbeStatus]) {
-        self.probes.clear();
-        for p in probes {
-            let state = match p.state {
-                ProbeState::Attached => "attached",
-                ProbeState::Disabled => "disabled",
-                ProbeState::Unavailable(_) => "unavailable",
-                ProbeState::Failed(_) => "failed",
-            };
-            match self
-                .probes
-                .iter_mut()
-                .find(|(prog, st, _)| *prog == p.program && *st == state)
-            {
-                Some((_, _, n)) => *n += 1,
-                None => self.probes.push((p.program, state, 1)),
-            }
-        }
-    }
-}
-
-/// The health state shared between the pipeline (writer) and the scrape (reader).
+/// The health model as the scrape sees it: the latest the pipeline published.
 #[derive(Debug, Default)]
 pub struct Health {
-    snapshot: Mutex<HealthSnapshot>,
-    kubelet: Mutex<Option<watch::Receiver<KubeletSyncState>>>,
+    model: Mutex<Option<HealthReceiver>>,
 }
 
 impl Health {
-    pub fn publish(&self, snapshot: HealthSnapshot) {
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    /// Follows the pipeline's health model; until then, scrapes show an empty model.
+    pub fn follow(&self, rx: HealthReceiver) {
+        *self.model.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
     }
 
-    pub fn snapshot(&self) -> MutexGuard<'_, HealthSnapshot> {
-        self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Follows a kubelet source's sync state (`KubeletHandle::subscribe`); without one, the
-    /// `sonde_kubelet_*` families are absent.
-    pub fn set_kubelet(&self, state: watch::Receiver<KubeletSyncState>) {
-        *self.kubelet.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
-    }
-
-    pub fn kubelet(&self) -> Option<KubeletSyncState> {
-        self.kubelet
+    /// The latest model (an empty one before the pipeline published).
+    pub fn model(&self) -> Arc<health::Health> {
+        self.model
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(|rx| rx.borrow().clone())
+            .map_or_else(
+                || Arc::new(health::Health::default()),
+                |rx| Arc::clone(&rx.borrow()),
+            )
     }
 }
 
@@ -163,6 +99,297 @@ fn parse_self(stat: &str, statm: &str, hz: i64, page: i64) -> Option<SelfUsage> 
     })
 }
 
+/// Encodes the health families (names and help texts in docs/metrics.md).
+pub(super) fn encode(
+    h: &health::Health,
+    registry: &WorkloadRegistry,
+    encoder: &mut DescriptorEncoder,
+) -> fmt::Result {
+    let none = Labels::NONE;
+    let mut m = encoder.encode_descriptor(
+        "sonde_events",
+        "Events delivered by the kernel and decoded, by type (process_found: found running \
+         at start-up)",
+        None,
+        MetricType::Counter,
+    )?;
+    let mut types: Vec<&str> = EVENT_TYPES.to_vec();
+    types.extend(h.events.keys().filter(|t| !EVENT_TYPES.contains(t)));
+    for t in types {
+        let v = h.events.get(t).copied().unwrap_or(0);
+        counter(&mut m, &Labels::one("type", t), v)?;
+    }
+
+    let kernel = || {
+        kernel_counter::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| !name.is_empty())
+            .map(|(i, name)| (*name, kernel_counter::is_loss(i as u32), h.kernel.0[i]))
+    };
+    let lost = h.losses();
+    let mut m = encoder.encode_descriptor(
+        "sonde_events_lost",
+        "Events lost, by reason: ringbuf_full_<kind> (kernel ring buffer full), \
+         decode_error, output_dropped (the event stream could not keep up)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (name, _, value) in kernel().filter(|(_, loss, _)| *loss) {
+        counter(&mut m, &Labels::one("reason", name), value)?;
+    }
+    counter(
+        &mut m,
+        &Labels::one("reason", "decode_error"),
+        lost.decode_errors,
+    )?;
+    counter(
+        &mut m,
+        &Labels::one("reason", "output_dropped"),
+        lost.output_dropped,
+    )?;
+
+    let mut m = encoder.encode_descriptor(
+        "sonde_events_degraded",
+        "Events delivered with less detail, by kernel counter: conn_map_full, \
+         conn_no_state, accept_no_state, read_failed",
+        None,
+        MetricType::Counter,
+    )?;
+    for (name, _, value) in kernel().filter(|(_, loss, _)| !*loss) {
+        counter(&mut m, &Labels::one("reason", name), value)?;
+    }
+
+    let mut m = encoder.encode_descriptor(
+        "sonde_probes",
+        "Hooks of each eBPF program, by state (attached, disabled, unavailable, failed)",
+        None,
+        MetricType::Gauge,
+    )?;
+    let mut probes: Vec<(&str, &str, i64)> = Vec::new();
+    for p in &h.probes {
+        let state = p.state.name();
+        match probes
+            .iter_mut()
+            .find(|(prog, st, _)| *prog == p.program && *st == state)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => probes.push((p.program, state, 1)),
+        }
+    }
+    for (program, state, n) in probes {
+        gauge(
+            &mut m,
+            &Labels {
+                rendered: &format!("program=\"{program}\""),
+                more: "",
+                key: "state",
+                value: state,
+            },
+            n,
+        )?;
+    }
+
+    let gauges: [(&str, &str, i64); 5] = [
+        (
+            "sonde_ring_buffer_size_bytes",
+            "Size of the kernel-to-agent ring buffer",
+            h.ring_buffer_bytes as i64,
+        ),
+        (
+            "sonde_ring_buffer_peak_used_bytes",
+            "Most ring buffer bytes (records and headers) drained in one wake-up since start: \
+             the buffer's peak occupancy when drained",
+            h.ring_buffer_peak_used_bytes as i64,
+        ),
+        (
+            "sonde_process_table_entries",
+            "Processes in the agent's process table",
+            h.processes.entries as i64,
+        ),
+        (
+            "sonde_cgroups_known",
+            "Cgroups in the agent's cgroup index",
+            h.cgroups.entries as i64,
+        ),
+        (
+            "sonde_metrics_series",
+            "Label sets held by the metrics registry (workloads, connection keys, failure \
+             reasons)",
+            registry.series() as i64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        gauge(&mut m, &none, v)?;
+    }
+    let mut m = encoder.encode_descriptor(
+        "sonde_metrics_series_limit",
+        "The configured max_series",
+        None,
+        MetricType::Gauge,
+    )?;
+    gauge(&mut m, &none, registry.max_series() as i64)?;
+
+    let counters: [(&str, &str, u64); 5] = [
+        (
+            "sonde_process_table_evicted",
+            "Processes evicted from the full process table",
+            h.processes.evicted,
+        ),
+        (
+            "sonde_cgroups_evicted",
+            "Cgroups dropped from the index (removed past their grace period, or evicted)",
+            h.cgroups.evicted,
+        ),
+        (
+            "sonde_metrics_series_refused",
+            "New label sets refused because max_series was reached (their counts are lost)",
+            registry.refused(),
+        ),
+        (
+            "sonde_metrics_series_evicted",
+            "Label sets of idle workloads dropped to make room under max_series",
+            registry.evicted(),
+        ),
+        (
+            "sonde_metrics_publish_deferred",
+            "Times the pipeline postponed publishing counts because a scrape was encoding",
+            h.metrics_publish_deferred.unwrap_or(0),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        counter(&mut m, &none, v)?;
+    }
+
+    if let Some(k) = &h.kubelet {
+        let mut m = encoder.encode_descriptor(
+            "sonde_kubelet_sync_last_success_timestamp_seconds",
+            "When the kubelet pod list was last fetched successfully (Unix time; 0: never)",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(&mut m, &none, unix(k.last_success))?;
+        let mut m = encoder.encode_descriptor(
+            "sonde_kubelet_sync_consecutive_failures",
+            "Failed kubelet fetches since the last success (0: healthy)",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(&mut m, &none, i64::from(k.consecutive_failures))?;
+        let mut m = encoder.encode_descriptor(
+            "sonde_kubelet_syncs",
+            "Kubelet pod list fetches, by result",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(&mut m, &Labels::one("result", "success"), k.successes)?;
+        counter(&mut m, &Labels::one("result", "failure"), k.failures)?;
+    }
+    if let Some(a) = &h.apiserver {
+        encode_apiserver(a, encoder)?;
+    }
+
+    if let Some(usage) = SelfUsage::read() {
+        let mut m = encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(usage.cpu_seconds).encode(m.encode_family(&none)?)?;
+        let mut m = encoder.encode_descriptor(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(&mut m, &none, usage.resident_bytes as i64)?;
+    }
+    Ok(())
+}
+
+/// Unix seconds, 0 for never.
+fn unix(t: Option<SystemTime>) -> f64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A per-kind family: name, help, and the value of a kind's state.
+type KindFamily<T> = (&'static str, &'static str, fn(&KindSyncState) -> T);
+
+/// The apiserver source's sync state, one series per watched kind (label `kind`: the resource).
+fn encode_apiserver(a: &ApiserverSyncState, encoder: &mut DescriptorEncoder) -> fmt::Result {
+    let kinds = || {
+        a.kinds
+            .iter()
+            .map(|(kind, k)| (Labels::one("kind", kind.resource()), k))
+    };
+    let gauges: [KindFamily<f64>; 4] = [
+        (
+            "sonde_apiserver_synced",
+            "1 once the kind's full list has loaded (its view is complete), else 0",
+            |k| f64::from(u8::from(k.synced)),
+        ),
+        (
+            "sonde_apiserver_sync_last_success_timestamp_seconds",
+            "When the kind's last list or watch event was received (Unix time; 0: never)",
+            |k| unix(k.last_success),
+        ),
+        (
+            "sonde_apiserver_sync_consecutive_failures",
+            "Failed list or watch requests of the kind since its last success (0: healthy)",
+            |k| f64::from(k.consecutive_failures),
+        ),
+        (
+            "sonde_apiserver_objects",
+            "Objects of the kind held now (stripped to what the join reads)",
+            |k| k.objects as f64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, k) in kinds() {
+            gauge(&mut m, &labels, value(k))?;
+        }
+    }
+    let counters: [KindFamily<u64>; 5] = [
+        (
+            "sonde_apiserver_lists",
+            "Full lists of the kind loaded (the first, and each re-list)",
+            |k| k.lists,
+        ),
+        (
+            "sonde_apiserver_watch_events",
+            "Watch events of the kind applied (added, modified, deleted)",
+            |k| k.events,
+        ),
+        (
+            "sonde_apiserver_sync_failures",
+            "Failed list or watch requests of the kind",
+            |k| k.failures,
+        ),
+        (
+            "sonde_apiserver_watch_expired",
+            "410 Gone answers (the resume version was compacted; the kind was re-listed)",
+            |k| k.expired,
+        ),
+        (
+            "sonde_apiserver_watch_stream_errors",
+            "Errors inside the kind's watch stream (the watch went on or resumed)",
+            |k| k.stream_errors,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, k) in kinds() {
+            counter(&mut m, &labels, value(k))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,25 +404,5 @@ mod tests {
         assert!(parse_self("garbage", "", 100, 4096).is_none());
         let real = SelfUsage::read().expect("this process's /proc/self");
         assert!(real.resident_bytes > 0);
-    }
-
-    #[test]
-    fn every_named_kernel_counter_is_exposed() {
-        let mut s = HealthSnapshot::default();
-        s.set_kernel(&CounterValues::default());
-        assert!(
-            s.kernel
-                .iter()
-                .any(|k| k.name == "ringbuf_full_exec" && k.loss)
-        );
-        assert!(
-            s.kernel
-                .iter()
-                .any(|k| k.name == "conn_map_full" && !k.loss)
-        );
-        assert_eq!(
-            s.kernel.len(),
-            counter::NAMES.iter().filter(|n| !n.is_empty()).count()
-        );
     }
 }

@@ -6,15 +6,16 @@
 //! looked up by a [`LabelSource`] each time /metrics is scraped, so a series counted before its
 //! pod was known carries the pod's labels from the first scrape after it is (rule 6).
 //!
-//! The `remote` label of connection series comes from a [`RemoteResolver`] (service or pod
-//! names, supplied by the Kubernetes layer), else the address itself when it is in the
-//! configured allow-list, else `unknown`: a raw address never becomes a label value otherwise.
+//! The `remote` label of connection series comes from the join's [`Remote`] (service or pod
+//! names, or `external`; the same value the NDJSON `remote_*` fields show), else the address
+//! itself when it is in the configured allow-list, else `unknown`: a raw address never becomes
+//! a label value otherwise ([`RemoteKey`], [`RemoteLabeler`]).
 
 use std::{net::IpAddr, sync::Arc};
 
 use super::IpCidr;
 use crate::{
-    kube::{PodStore, workload},
+    kube::{PodStore, Remote, workload},
     node::{cgroup::CgroupInfo, cgroup_path::Runtime},
 };
 
@@ -214,47 +215,60 @@ impl LabelSource for PodStoreLabels {
     }
 }
 
-/// Names the remote end of a connection: a service, a pod, `external`… `None` when it does not
-/// know the address. Called when counts are published (never per event), at most once per
-/// address every 30 s (answers are cached that long, so a name learned later applies to later
-/// counts), from the capture pipeline while it holds the registry: it must be a quick lookup.
-pub trait RemoteResolver: Send + Sync + 'static {
-    fn remote(&self, ip: IpAddr) -> Option<Arc<str>>;
+/// The remote end of a connection series, as the join named it: by its Service or pod when the
+/// apiserver metadata knows the address (or `External` when it knows it is neither), else by
+/// the (canonical) address, which becomes a label only inside the allow-list.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RemoteKey {
+    Known(Remote),
+    Addr(IpAddr),
 }
 
-impl<F> RemoteResolver for F
-where
-    F: Fn(IpAddr) -> Option<Arc<str>> + Send + Sync + 'static,
-{
-    fn remote(&self, ip: IpAddr) -> Option<Arc<str>> {
-        self(ip)
+impl RemoteKey {
+    /// The key of a connection to `ip` that the join named `remote`.
+    pub fn new(remote: Option<&Remote>, ip: IpAddr) -> Self {
+        match remote {
+            Some(r) => RemoteKey::Known(r.clone()),
+            None => RemoteKey::Addr(ip.to_canonical()),
+        }
     }
 }
 
-/// The `remote` label value: resolver, else allow-listed address, else `unknown`.
+/// The `remote` label value: `service:<ns>/<name>` (a ClusterIP, or a pod backing that
+/// Service), `pod:<ns>/<name>`, `external`; else an allow-listed address; else `unknown`.
 pub struct RemoteLabeler {
-    resolver: Option<Arc<dyn RemoteResolver>>,
     allowlist: Vec<IpCidr>,
     unknown: Arc<str>,
+    external: Arc<str>,
 }
 
 impl RemoteLabeler {
-    pub fn new(resolver: Option<Arc<dyn RemoteResolver>>, allowlist: Vec<IpCidr>) -> Self {
+    pub fn new(allowlist: Vec<IpCidr>) -> Self {
         Self {
-            resolver,
             allowlist,
             unknown: Arc::from("unknown"),
+            external: Arc::from("external"),
         }
     }
 
-    pub fn label(&self, ip: IpAddr) -> Arc<str> {
-        if let Some(name) = self.resolver.as_ref().and_then(|r| r.remote(ip)) {
-            return name;
+    /// Called when counts are published, once per distinct key (answers are cached there).
+    pub fn label(&self, key: &RemoteKey) -> Arc<str> {
+        match key {
+            RemoteKey::Known(Remote::Service { namespace, name })
+            | RemoteKey::Known(Remote::Pod {
+                namespace,
+                service: Some(name),
+                ..
+            }) => Arc::from(format!("service:{namespace}/{name}")),
+            RemoteKey::Known(Remote::Pod {
+                namespace, name, ..
+            }) => Arc::from(format!("pod:{namespace}/{name}")),
+            RemoteKey::Known(Remote::External) => Arc::clone(&self.external),
+            RemoteKey::Addr(ip) if self.allowlist.iter().any(|net| net.contains(*ip)) => {
+                Arc::from(ip.to_string())
+            }
+            RemoteKey::Addr(_) => Arc::clone(&self.unknown),
         }
-        if self.allowlist.iter().any(|net| net.contains(ip)) {
-            return Arc::from(ip.to_canonical().to_string());
-        }
-        Arc::clone(&self.unknown)
     }
 }
 
@@ -353,15 +367,35 @@ mod tests {
 
     #[test]
     fn remote_labels_never_leak_addresses_outside_the_allowlist() {
-        let plain = RemoteLabeler::new(None, vec![]);
-        assert_eq!(&*plain.label("10.1.2.3".parse().expect("ip")), "unknown");
-        let allowed = RemoteLabeler::new(None, vec!["10.1.0.0/16".parse().expect("cidr")]);
-        assert_eq!(&*allowed.label("10.1.2.3".parse().expect("ip")), "10.1.2.3");
-        assert_eq!(&*allowed.label("10.2.0.1".parse().expect("ip")), "unknown");
-        let resolver: Arc<dyn RemoteResolver> =
-            Arc::new(|ip: IpAddr| ip.is_loopback().then(|| Arc::<str>::from("localhost")));
-        let named = RemoteLabeler::new(Some(resolver), vec![]);
-        assert_eq!(&*named.label("127.0.0.1".parse().expect("ip")), "localhost");
-        assert_eq!(&*named.label("8.8.8.8".parse().expect("ip")), "unknown");
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let addr = |s: &str| RemoteKey::new(None, ip(s));
+        let plain = RemoteLabeler::new(vec![]);
+        assert_eq!(&*plain.label(&addr("10.1.2.3")), "unknown");
+        let allowed = RemoteLabeler::new(vec!["10.1.0.0/16".parse().expect("cidr")]);
+        assert_eq!(&*allowed.label(&addr("10.1.2.3")), "10.1.2.3");
+        // An IPv4-mapped address is the IPv4 address it maps.
+        assert_eq!(&*allowed.label(&addr("::ffff:10.1.2.3")), "10.1.2.3");
+        assert_eq!(&*allowed.label(&addr("10.2.0.1")), "unknown");
+        let (ns, name): (Arc<str>, Arc<str>) = (Arc::from("shop"), Arc::from("web"));
+        let service = Remote::Service {
+            namespace: Arc::clone(&ns),
+            name: Arc::clone(&name),
+        };
+        let known = |r: &Remote| RemoteKey::new(Some(r), ip("10.1.2.3"));
+        assert_eq!(&*plain.label(&known(&service)), "service:shop/web");
+        let backing = Remote::Pod {
+            namespace: Arc::clone(&ns),
+            name: Arc::from("web-1"),
+            service: Some(Arc::clone(&name)),
+        };
+        assert_eq!(&*plain.label(&known(&backing)), "service:shop/web");
+        let lone = Remote::Pod {
+            namespace: ns,
+            name: Arc::from("web-1"),
+            service: None,
+        };
+        assert_eq!(&*plain.label(&known(&lone)), "pod:shop/web-1");
+        // Known to be outside the cluster: `external`, even inside the allow-list.
+        assert_eq!(&*allowed.label(&known(&Remote::External)), "external");
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! - [`accumulator`]: the capture pipeline's local counts, published once per drain batch;
 //! - [`registry`]: the shared, bounded series (`max_series`), keyed by workload identity;
-//! - [`labels`]: identity → labels at scrape time ([`LabelSource`]), remote addresses →
-//!   `remote` label ([`RemoteResolver`], CIDR allow-list);
+//! - [`labels`]: identity → labels at scrape time ([`LabelSource`]), the join's remote end →
+//!   `remote` label ([`RemoteLabeler`], CIDR allow-list);
 //! - [`collector`]: encodes everything at scrape time; [`health`]: the agent's own state;
 //! - [`http`]: the endpoint.
 //!
@@ -25,10 +25,10 @@ use std::{net::SocketAddr, sync::Arc};
 
 pub use crate::config::types::Cidr as IpCidr;
 pub use accumulator::Accumulator;
-pub use health::{Health, HealthSnapshot};
+pub use health::Health;
 pub use http::MetricsError;
 pub use labels::{
-    CgroupLabels, LabelSource, PodStoreLabels, RemoteLabeler, RemoteResolver, WorkloadIdentity,
+    CgroupLabels, LabelSource, PodStoreLabels, RemoteKey, RemoteLabeler, WorkloadIdentity,
     WorkloadLabels,
 };
 pub use registry::WorkloadRegistry;
@@ -69,7 +69,6 @@ pub struct Metrics {
     pub registry: Arc<WorkloadRegistry>,
     pub health: Arc<Health>,
     labels: Arc<dyn LabelSource>,
-    resolver: Option<Arc<dyn RemoteResolver>>,
     allowlist: Vec<IpCidr>,
 }
 
@@ -80,7 +79,6 @@ impl Metrics {
             registry: Arc::new(WorkloadRegistry::new(opts.max_series)),
             health: Arc::new(Health::default()),
             labels: Arc::new(CgroupLabels),
-            resolver: None,
             allowlist: opts.remote_ip_allowlist.clone(),
         }
     }
@@ -91,17 +89,11 @@ impl Metrics {
         self
     }
 
-    /// Names remote addresses (services, pods) with `resolver` before the allow-list.
-    pub fn with_remote_resolver(mut self, resolver: Arc<dyn RemoteResolver>) -> Self {
-        self.resolver = Some(resolver);
-        self
-    }
-
     /// A pipeline-local accumulator publishing into this registry.
     pub fn accumulator(&self) -> Accumulator {
         Accumulator::new(
             Arc::clone(&self.registry),
-            RemoteLabeler::new(self.resolver.clone(), self.allowlist.clone()),
+            RemoteLabeler::new(self.allowlist.clone()),
         )
     }
 
@@ -156,6 +148,7 @@ mod tests {
             found: None,
             pod: None,
             remote: None,
+            direction: Some("outbound"),
         }
     }
 
@@ -281,29 +274,60 @@ mod tests {
     }
 
     #[test]
-    fn kubelet_sync_families_appear_with_a_kubelet_source() {
+    fn kubelet_and_apiserver_sync_families_appear_with_their_sources() {
         let metrics = Metrics::new(&MetricsOptions::default());
-        assert!(
-            !metrics
-                .encode()
-                .expect("encodes")
-                .contains("sonde_kubelet_")
-        );
-        let (tx, rx) = tokio::sync::watch::channel(crate::kube::KubeletSyncState::default());
-        metrics.health.set_kubelet(rx);
+        let text = metrics.encode().expect("encodes");
+        assert!(!text.contains("sonde_kubelet_"), "{text}");
+        assert!(!text.contains("sonde_apiserver_"), "{text}");
+        let (tx, rx) = crate::pipeline::health::channel(Default::default());
+        metrics.health.follow(rx);
         let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        tx.send_modify(|s| {
-            s.last_success = Some(when);
-            s.consecutive_failures = 2;
-            s.successes = 5;
-            s.failures = 3;
-        });
+        let mut model = crate::pipeline::health::Health {
+            kubelet: Some(crate::kube::KubeletSyncState {
+                last_success: Some(when),
+                consecutive_failures: 2,
+                successes: 5,
+                failures: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut apiserver = crate::kube::ApiserverSyncState::default();
+        apiserver.kinds.insert(
+            crate::kube::WatchKind::Services,
+            crate::kube::KindSyncState {
+                synced: true,
+                last_success: Some(when),
+                objects: 12,
+                lists: 2,
+                expired: 1,
+                ..Default::default()
+            },
+        );
+        apiserver.kinds.insert(
+            crate::kube::WatchKind::Pods,
+            crate::kube::KindSyncState {
+                consecutive_failures: 4,
+                failures: 4,
+                ..Default::default()
+            },
+        );
+        model.apiserver = Some(apiserver);
+        tx.send_replace(Arc::new(model));
         let text = metrics.encode().expect("encodes");
         for line in [
             "sonde_kubelet_sync_last_success_timestamp_seconds 1700000000.0\n",
             "sonde_kubelet_sync_consecutive_failures 2\n",
             "sonde_kubelet_syncs_total{result=\"success\"} 5\n",
             "sonde_kubelet_syncs_total{result=\"failure\"} 3\n",
+            "sonde_apiserver_synced{kind=\"services\"} 1.0\n",
+            "sonde_apiserver_synced{kind=\"pods\"} 0.0\n",
+            "sonde_apiserver_objects{kind=\"services\"} 12.0\n",
+            "sonde_apiserver_sync_consecutive_failures{kind=\"pods\"} 4.0\n",
+            "sonde_apiserver_sync_last_success_timestamp_seconds{kind=\"services\"} 1700000000.0\n",
+            "sonde_apiserver_lists_total{kind=\"services\"} 2\n",
+            "sonde_apiserver_watch_expired_total{kind=\"services\"} 1\n",
+            "sonde_apiserver_sync_failures_total{kind=\"pods\"} 4\n",
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
         }

@@ -1,47 +1,41 @@
-//! What the capture pipeline holds for metrics: the local [`Accumulator`] (published every
-//! drain batch) and the health snapshot (published about once a second).
+//! The metrics as a sink of the pipeline: each attributed event counted into the local
+//! [`Accumulator`], published into the shared registry at the end of every drain.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
+use super::{Accumulator, Metrics};
+use crate::{
+    node::NodeModel,
+    pipeline::{
+        health::Health,
+        sink::{Attributed, BatchEnd, Formatter, Sink, Subject},
+    },
 };
-
-use super::{Accumulator, Health, HealthSnapshot, Metrics};
-
-/// Health is published at most this often.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct PipelineMetrics {
     pub acc: Accumulator,
-    health: Arc<Health>,
-    snapshot: HealthSnapshot,
-    last_health: Option<Instant>,
 }
 
 impl PipelineMetrics {
-    /// `base`: the parts of the health that do not change (probes, ring buffer size).
-    pub fn new(metrics: &Metrics, base: HealthSnapshot) -> Self {
-        metrics.health.publish(base.clone());
+    pub fn new(metrics: &Metrics) -> Self {
         Self {
             acc: metrics.accumulator(),
-            health: Arc::clone(&metrics.health),
-            snapshot: base,
-            last_health: None,
+        }
+    }
+}
+
+impl Sink for PipelineMetrics {
+    fn event(&mut self, ev: &Attributed<'_>, _fmt: &mut Formatter) {
+        match ev.subject {
+            Subject::Kernel(e) => self.acc.record(e, ev.attr),
+            Subject::ConnFound(c) => self.acc.found_conn(c, ev.attr),
+            Subject::ProcessFound(_) => {}
         }
     }
 
-    /// Publishes the batch's counts, and the health when due (`fill` updates the snapshot).
-    pub fn end_batch(&mut self, fill: impl FnOnce(&mut HealthSnapshot)) {
+    fn end_batch(&mut self, _end: &BatchEnd<'_>) {
         self.acc.publish();
-        if self
-            .last_health
-            .is_some_and(|t| t.elapsed() < HEALTH_INTERVAL)
-        {
-            return;
-        }
-        self.last_health = Some(Instant::now());
-        fill(&mut self.snapshot);
-        self.snapshot.publish_deferred = self.acc.deferred;
-        self.health.publish(self.snapshot.clone());
+    }
+
+    fn health(&mut self, _node: &NodeModel, health: &mut Health) {
+        health.metrics_publish_deferred = Some(self.acc.deferred);
     }
 }

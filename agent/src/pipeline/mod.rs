@@ -1,0 +1,313 @@
+//! Sources → one join → sinks.
+//!
+//! The [`Pipeline`] owns the node model and the Kubernetes side of the join. Every record the
+//! kernel delivers, and every process and connection the start-up scan finds, is applied to the
+//! node model and attributed once ([`crate::enrich`]); the attributed event goes to every
+//! [`Sink`] in turn. At the end of each drain the sinks flush; about once a second the pipeline
+//! builds the [`health::Health`] model, which each sink adds its part to, and publishes it.
+
+pub mod health;
+pub mod sink;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::sync::{oneshot, watch};
+
+use crate::{
+    capture::{CounterValues, KernelCounters, ProbeStatus, RecordSink, decode::decode},
+    enrich::{self, Attribution, KubeJoin},
+    event::Event,
+    kube::ApiserverSyncState,
+    node::{Bootstrap, NodeModel},
+};
+use health::{BootstrapStats, Health, HealthSender, TableStats};
+pub use sink::{Attributed, BatchEnd, Formatter, Sink, SinkError, Subject};
+
+/// How often a growing loss count is logged.
+const LOSS_CHECK: Duration = Duration::from_secs(10);
+
+/// The start-up scan, from running to merged.
+enum BootstrapState {
+    Running(oneshot::Receiver<Bootstrap>),
+    /// Finished; merged after the next complete drain, so every record the kernel produced
+    /// before the scan ended has been applied first and the merge never doubles a process.
+    Finished(Box<Bootstrap>),
+    Merged,
+}
+
+/// What stays the same in every health model of a run.
+pub struct HealthBase {
+    pub probes: Vec<ProbeStatus>,
+    pub missing_kernel_fields: Vec<String>,
+    pub ring_buffer_bytes: u64,
+}
+
+pub struct Pipeline<'a> {
+    node: NodeModel,
+    kube: KubeJoin,
+    sinks: Vec<Box<dyn Sink + 'a>>,
+    fmt: Formatter,
+    bootstrap: BootstrapState,
+    bootstrap_stats: Option<BootstrapStats>,
+    /// The kernel's drop counters (`None` in unit tests: all zero).
+    counters: Option<&'a KernelCounters>,
+    apiserver: Option<watch::Receiver<ApiserverSyncState>>,
+    events: BTreeMap<&'static str, u64>,
+    decode_errors: u64,
+    /// Ring buffer bytes (records with their 8-byte headers, 8-aligned) drained in this
+    /// wake-up, and the most in one wake-up so far: the buffer's occupancy when drained.
+    drain_bytes: u64,
+    peak_drain_bytes: u64,
+    health: Health,
+    health_tx: HealthSender,
+    last_health: Option<Instant>,
+    started: Instant,
+    last_loss_check: Instant,
+    last_lost: u64,
+}
+
+impl<'a> Pipeline<'a> {
+    pub fn new(
+        node: NodeModel,
+        kube: KubeJoin,
+        fmt: Formatter,
+        base: HealthBase,
+        health_tx: HealthSender,
+    ) -> Self {
+        let health = Health {
+            probes: base.probes,
+            missing_kernel_fields: base.missing_kernel_fields,
+            ring_buffer_bytes: base.ring_buffer_bytes,
+            ..Health::default()
+        };
+        Self {
+            node,
+            kube,
+            sinks: Vec::new(),
+            fmt,
+            bootstrap: BootstrapState::Merged,
+            bootstrap_stats: None,
+            counters: None,
+            apiserver: None,
+            events: BTreeMap::new(),
+            decode_errors: 0,
+            drain_bytes: 0,
+            peak_drain_bytes: 0,
+            health,
+            health_tx,
+            last_health: None,
+            started: Instant::now(),
+            last_loss_check: Instant::now(),
+            last_lost: 0,
+        }
+    }
+
+    /// Adds a sink; events reach sinks in the order they were added.
+    pub fn sink(&mut self, sink: impl Sink + 'a) -> &mut Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Reads the kernel's drop counters into the health model.
+    pub fn kernel_counters(&mut self, counters: &'a KernelCounters) -> &mut Self {
+        self.counters = Some(counters);
+        self
+    }
+
+    /// Follows the apiserver source's state for the health model.
+    pub fn apiserver(&mut self, state: watch::Receiver<ApiserverSyncState>) -> &mut Self {
+        self.apiserver = Some(state);
+        self
+    }
+
+    /// The start-up scan runs; its result is merged once it arrives.
+    pub fn bootstrap(&mut self, scan: oneshot::Receiver<Bootstrap>) -> &mut Self {
+        self.bootstrap = BootstrapState::Running(scan);
+        self
+    }
+
+    /// Applies one event to the node model, attributes it, and hands it to every sink.
+    pub fn event(&mut self, ev: &Event<'_>) {
+        let attr = enrich::attribute(&mut self.node, &self.kube, ev);
+        if matches!(ev, Event::Cgroup { .. }) {
+            return;
+        }
+        self.dispatch(Subject::Kernel(ev), &attr);
+    }
+
+    fn dispatch(&mut self, subject: Subject<'_>, attr: &Attribution) {
+        let ev = Attributed { subject, attr };
+        *self.events.entry(ev.type_name()).or_default() += 1;
+        self.fmt.next();
+        for sink in &mut self.sinks {
+            sink.event(&ev, &mut self.fmt);
+        }
+    }
+
+    /// Merges the start-up scan once it is done, and reports what it found.
+    fn merge_bootstrap(&mut self) {
+        let scan = match std::mem::replace(&mut self.bootstrap, BootstrapState::Merged) {
+            BootstrapState::Merged => return,
+            BootstrapState::Running(mut rx) => {
+                match rx.try_recv() {
+                    Ok(scan) => self.bootstrap = BootstrapState::Finished(Box::new(scan)),
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        self.bootstrap = BootstrapState::Running(rx)
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        tracing::warn!(
+                            "the start-up scan failed; pre-existing processes are unknown"
+                        );
+                    }
+                }
+                return;
+            }
+            BootstrapState::Finished(scan) => *scan,
+        };
+        let ctx = &self.fmt.ctx;
+        let report = self.node.merge(scan, |inode| ctx.found_conn_id(inode));
+        tracing::info!(
+            processes = report.processes.len(),
+            connections = report.conns.len(),
+            duration_ms = report.duration.as_secs_f64() * 1e3,
+            "start-up scan merged"
+        );
+        for p in &report.processes {
+            let attr = self.kube.attribute_cgroup(&mut self.node, p.cgroup_id);
+            self.dispatch(Subject::ProcessFound(p), &attr);
+        }
+        for c in &report.conns {
+            let attr = self.kube.attribute_found(&mut self.node, c);
+            self.dispatch(Subject::ConnFound(c), &attr);
+        }
+        self.bootstrap_stats = Some(BootstrapStats {
+            duration_ms: report.duration.as_secs_f64() * 1e3,
+            processes_found: report.processes.len(),
+            connections_found: report.conns.len(),
+            unreadable_processes: report.unreadable_processes,
+            socket_namespaces_failed: report.socket_namespaces_failed,
+        });
+        if let Err(err) =
+            sd_notify::notify(false, &[sd_notify::NotifyState::Custom("BOOTSTRAPPED=1")])
+        {
+            tracing::debug!(%err, "sd_notify BOOTSTRAPPED failed");
+        }
+    }
+
+    /// Rebuilds the health model (every sink adds its part) and publishes it.
+    pub fn publish_health(&mut self) -> std::sync::Arc<Health> {
+        let h = &mut self.health;
+        let now = SystemTime::now();
+        h.generated_at = now;
+        h.started_at = now - self.started.elapsed();
+        h.uptime = self.started.elapsed();
+        h.events.clone_from(&self.events);
+        h.kernel = self.counters.map(|c| c.read()).unwrap_or_default();
+        h.decode_errors = self.decode_errors;
+        h.bootstrap.clone_from(&self.bootstrap_stats);
+        h.ring_buffer_peak_used_bytes = self.peak_drain_bytes;
+        let (cgroups, processes) = (self.node.cgroups.stats(), self.node.processes.stats());
+        h.cgroups = TableStats {
+            entries: cgroups.entries,
+            evicted: cgroups.evicted,
+        };
+        h.processes = TableStats {
+            entries: processes.entries,
+            evicted: processes.evicted,
+        };
+        h.kubelet = self.kube.kubelet.as_ref().map(|k| k.state());
+        h.apiserver = self.apiserver.as_ref().map(|a| a.borrow().clone());
+        for sink in &mut self.sinks {
+            sink.health(&self.node, h);
+        }
+        let published = std::sync::Arc::new(h.clone());
+        self.health_tx
+            .send_replace(std::sync::Arc::clone(&published));
+        self.check_losses(&published);
+        published
+    }
+
+    /// Logs a warning when losses grew since the last check (at most every [`LOSS_CHECK`]).
+    fn check_losses(&mut self, h: &Health) {
+        if self.last_loss_check.elapsed() < LOSS_CHECK {
+            return;
+        }
+        self.last_loss_check = Instant::now();
+        let lost = h.losses().total();
+        if lost > self.last_lost {
+            tracing::warn!(
+                lost_since_last_check = lost - self.last_lost,
+                lost_total = lost,
+                "events lost: the ring buffer or the output cannot keep up (see --ring-buffer-size)"
+            );
+            self.last_lost = lost;
+        }
+    }
+
+    /// Ends the run: the last health model (after a final flush), then every sink finishes.
+    pub fn finish(mut self) -> (std::sync::Arc<Health>, Result<(), SinkError>) {
+        let end = BatchEnd {
+            node: &self.node,
+            now: SystemTime::now(),
+        };
+        for sink in &mut self.sinks {
+            sink.end_batch(&end);
+        }
+        let health = self.publish_health();
+        let mut result = Ok(());
+        for sink in self.sinks {
+            if let Err(err) = sink.finish()
+                && result.is_ok()
+            {
+                result = Err(err);
+            }
+        }
+        (health, result)
+    }
+
+    /// The kernel counters as last read (zero without a kernel).
+    pub fn kernel(&self) -> CounterValues {
+        self.counters.map(|c| c.read()).unwrap_or_default()
+    }
+}
+
+impl RecordSink for Pipeline<'_> {
+    fn record(&mut self, data: &[u8]) {
+        self.drain_bytes += (data.len() as u64 + 8 + 7) & !7;
+        match decode(data) {
+            Ok(ev) => self.event(&ev),
+            Err(err) => {
+                if self.decode_errors == 0 {
+                    tracing::warn!(%err, "undecodable record from the kernel (first occurrence)");
+                }
+                self.decode_errors += 1;
+            }
+        }
+    }
+
+    fn end_batch(&mut self, _records: usize) {
+        self.peak_drain_bytes = self.peak_drain_bytes.max(self.drain_bytes);
+        self.drain_bytes = 0;
+        self.merge_bootstrap();
+        let end = BatchEnd {
+            node: &self.node,
+            now: SystemTime::now(),
+        };
+        for sink in &mut self.sinks {
+            sink.end_batch(&end);
+        }
+        if self
+            .last_health
+            .is_none_or(|t| t.elapsed() >= health::HEALTH_INTERVAL)
+        {
+            self.last_health = Some(Instant::now());
+            self.publish_health();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
