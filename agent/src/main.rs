@@ -15,7 +15,7 @@ use sonde::{
     config::{self, Config, ConfigError, ConfigFile, Loaded, Overrides},
     export::OutputFormat,
     logging::{self, LogFormat},
-    run::run,
+    run::{RunOptions, run},
     units::parse_size,
 };
 
@@ -423,7 +423,7 @@ fn run_command(args: &RunArgs, loaded: Loaded) -> ExitCode {
     }
     let to_terminal = config.output.file.is_none() && std::io::stdout().is_terminal();
     let dest: Box<dyn Write + Send> = Box::new(std::io::stdout());
-    let mut opts = config.run_options(to_terminal);
+    let mut opts = RunOptions::from_config(config, to_terminal);
     opts.summary = args.summary.then_some(to_terminal);
     opts.duration = args.duration;
     opts.stats_file = args.stats_file.clone();

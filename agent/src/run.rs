@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use crate::{
     api::{self, ApiError, ApiOptions, ApiState},
     capture::{Capture, CaptureError, CaptureOptions, ProbeStatus},
-    config::KubernetesConfig,
+    config::{Config, KubernetesConfig},
     enrich::KubeJoin,
     export::{
         Context, OutputFormat,
@@ -26,9 +26,9 @@ use crate::{
     },
     kube::{
         ApiserverHandle, ApiserverSyncState, KubeletConfig, KubeletSyncState, PodStore,
-        RemoteIndex, resolve_node_name, spawn_apiserver_source, spawn_kubelet_source,
+        RemoteIndex, detect, resolve_node_name, spawn_apiserver_source, spawn_kubelet_source,
     },
-    node::{self, NodeModel, NodeOptions, cgroup::CgroupError},
+    node::{self, NodeModel, NodeOptions, cgroup::CgroupError, hostfs::HostRoot},
     pipeline::{
         Formatter, HealthBase, Pipeline, SinkError,
         health::{self, BootstrapStats, Health},
@@ -56,6 +56,80 @@ pub struct RunOptions {
     pub node_name: Option<String>,
     /// The apiserver source's configuration (`kubernetes.*`).
     pub kubernetes: KubernetesConfig,
+}
+
+impl RunOptions {
+    /// The `sonde run` options this configuration describes. `duration`, `summary` and
+    /// `stats_file` are per-run flags, not configuration: the caller sets them.
+    pub fn from_config(config: &Config, stdout_is_terminal: bool) -> Self {
+        let c = &config.capture;
+        Self {
+            capture: CaptureOptions {
+                // validate() keeps it a power of two ≤ 2GiB; an impossible value is caught
+                // again by the capture's own check.
+                ring_buffer_bytes: u32::try_from(c.ring_buffer_size).unwrap_or(u32::MAX),
+                max_connections: c.max_connections,
+                wakeup_bytes: c.wakeup_bytes,
+                drain_interval: c.drain_interval,
+                btf_path: c.btf_path.clone(),
+                disabled_probes: c.disabled_probes.clone(),
+            },
+            node: NodeOptions {
+                host: HostRoot::new(&config.node.host_root),
+                max_cgroups: config.node.max_cgroups,
+                max_processes: config.node.max_processes,
+            },
+            output: config.output.format.resolve(stdout_is_terminal),
+            summary: None,
+            duration: None,
+            stats_file: None,
+            node_name: config.node_name.clone(),
+            kubelet: kubelet_options(config),
+            kubernetes: config.kubernetes.clone(),
+            metrics: config.metrics.enabled.then(|| MetricsOptions {
+                listen: config.metrics.listen,
+                max_series: config.metrics.max_series,
+                remote_ip_allowlist: config.metrics.remote_ip_allowlist.clone(),
+            }),
+            output_file: config.output.file.clone().map(|path| RotateOptions {
+                path,
+                max_bytes: config.output.rotate_size,
+                keep: u32::try_from(config.output.rotate_keep).unwrap_or(u32::MAX),
+            }),
+            api: config.api.enabled.then_some(ApiOptions {
+                listen: config.api.listen,
+                max_subscribers: config.events.max_subscribers,
+                subscriber_queue: config.events.subscriber_buffer,
+            }),
+        }
+    }
+}
+
+/// The kubelet source's configuration, or `None` when it is off: `kubelet.enabled`, else on
+/// when `kubelet.url` is set or the host looks like a Kubernetes node.
+fn kubelet_options(config: &Config) -> Option<KubeletConfig> {
+    let kubelet = &config.kubelet;
+    let enabled = match kubelet.enabled {
+        Some(on) => on,
+        None if kubelet.url.is_some() => true,
+        None => {
+            let host = HostRoot::new(&config.node.host_root);
+            match detect::kubernetes_node(&host, kubelet.token_file.as_deref()) {
+                Some(reason) => {
+                    tracing::info!(%reason, "Kubernetes node detected: kubelet metadata on");
+                    true
+                }
+                None => {
+                    tracing::info!(
+                        "no Kubernetes detected: running without pod metadata \
+                         (kubelet.enabled)"
+                    );
+                    false
+                }
+            }
+        }
+    };
+    enabled.then(|| kubelet.clone())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -33,13 +33,7 @@ pub use load::{Loaded, Overrides};
 pub use types::{Cidr, OutputFormatSetting};
 
 use crate::{
-    api::ApiOptions,
-    capture::CaptureOptions,
-    export::{metrics::MetricsOptions, rotate::RotateOptions},
-    kube::{detect, kubelet::KubeletConfig},
-    logging::LogFormat,
-    node::{NodeOptions, hostfs::HostRoot},
-    run::RunOptions,
+    capture::CaptureOptions, kube::kubelet::KubeletConfig, logging::LogFormat, node::NodeOptions,
 };
 
 /// The configuration file read when neither `--config` nor `SONDE_CONFIG` names one.
@@ -332,78 +326,6 @@ impl Config {
             return Err(("output.rotate_keep", "0: rotation needs at least 1".into()));
         }
         Ok(())
-    }
-
-    /// The `sonde run` options this configuration describes. `duration`, `summary` and
-    /// `stats_file` are per-run flags, not configuration: the caller sets them.
-    pub fn run_options(&self, stdout_is_terminal: bool) -> RunOptions {
-        let c = &self.capture;
-        RunOptions {
-            capture: CaptureOptions {
-                // validate() keeps it a power of two ≤ 2GiB; an impossible value is caught
-                // again by the capture's own check.
-                ring_buffer_bytes: u32::try_from(c.ring_buffer_size).unwrap_or(u32::MAX),
-                max_connections: c.max_connections,
-                wakeup_bytes: c.wakeup_bytes,
-                drain_interval: c.drain_interval,
-                btf_path: c.btf_path.clone(),
-                disabled_probes: c.disabled_probes.clone(),
-            },
-            node: NodeOptions {
-                host: HostRoot::new(&self.node.host_root),
-                max_cgroups: self.node.max_cgroups,
-                max_processes: self.node.max_processes,
-            },
-            output: self.output.format.resolve(stdout_is_terminal),
-            summary: None,
-            duration: None,
-            stats_file: None,
-            node_name: self.node_name.clone(),
-            kubelet: self.kubelet_options(),
-            kubernetes: self.kubernetes.clone(),
-            metrics: self.metrics.enabled.then(|| MetricsOptions {
-                listen: self.metrics.listen,
-                max_series: self.metrics.max_series,
-                remote_ip_allowlist: self.metrics.remote_ip_allowlist.clone(),
-            }),
-            output_file: self.output.file.clone().map(|path| RotateOptions {
-                path,
-                max_bytes: self.output.rotate_size,
-                keep: u32::try_from(self.output.rotate_keep).unwrap_or(u32::MAX),
-            }),
-            api: self.api.enabled.then_some(ApiOptions {
-                listen: self.api.listen,
-                max_subscribers: self.events.max_subscribers,
-                subscriber_queue: self.events.subscriber_buffer,
-            }),
-        }
-    }
-
-    /// The kubelet source's configuration, or `None` when it is off: `kubelet.enabled`, else
-    /// on when `kubelet.url` is set or the host looks like a Kubernetes node.
-    fn kubelet_options(&self) -> Option<KubeletConfig> {
-        let config = &self.kubelet;
-        let enabled = match config.enabled {
-            Some(on) => on,
-            None if config.url.is_some() => true,
-            None => {
-                let host = HostRoot::new(&self.node.host_root);
-                match detect::kubernetes_node(&host, config.token_file.as_deref()) {
-                    Some(reason) => {
-                        tracing::info!(%reason, "Kubernetes node detected: kubelet metadata on");
-                        true
-                    }
-                    None => {
-                        tracing::info!(
-                            "no Kubernetes detected: running without pod metadata \
-                             (kubelet.enabled)"
-                        );
-                        false
-                    }
-                }
-            }
-        };
-        enabled.then(|| config.clone())
     }
 }
 

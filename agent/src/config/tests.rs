@@ -3,6 +3,7 @@ use std::{collections::HashMap, ffi::OsString, path::Path, time::Duration};
 use serde_json::{Value, json};
 
 use super::{schema::KEYS, *};
+use crate::run::RunOptions;
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
     let map: HashMap<String, OsString> = pairs
@@ -322,7 +323,7 @@ fn run_options_follow_the_config() {
         &Overrides::default(),
     )
     .expect("loads");
-    let run = loaded.config.run_options(false);
+    let run = RunOptions::from_config(&loaded.config, false);
     assert_eq!(run.capture.ring_buffer_bytes, 8 << 20);
     assert_eq!(run.capture.disabled_probes, ["sonde_accept"]);
     assert_eq!(run.node.host.root(), Path::new("/host"));
@@ -333,23 +334,23 @@ fn run_options_follow_the_config() {
     assert_eq!(metrics.max_series, loaded.config.metrics.max_series);
     assert!(run.api.is_some(), "the API is on by default");
     assert!(run.output_file.is_none());
-    let off = merge(
+    let off_config = merge(
         "metrics:\n  enabled: false\napi:\n  enabled: false\nkubelet:\n  enabled: false\n",
         &[],
         &Overrides::default(),
     )
     .expect("loads")
-    .config
-    .run_options(false);
+    .config;
+    let off = RunOptions::from_config(&off_config, false);
     assert!(off.metrics.is_none() && off.api.is_none() && off.kubelet.is_none());
-    let on = merge(
+    let on_config = merge(
         "kubelet:\n  url: https://k:10250\noutput:\n  file: /tmp/ev\n  rotate_keep: 3\n",
         &[],
         &Overrides::default(),
     )
     .expect("loads")
-    .config
-    .run_options(false);
+    .config;
+    let on = RunOptions::from_config(&on_config, false);
     assert_eq!(
         on.kubelet.and_then(|k| k.url).as_deref(),
         Some("https://k:10250"),
@@ -358,11 +359,11 @@ fn run_options_follow_the_config() {
     assert_eq!(on.output_file.map(|f| f.keep), Some(3));
     let auto = Config::default();
     assert_eq!(
-        auto.run_options(true).output,
+        RunOptions::from_config(&auto, true).output,
         crate::export::OutputFormat::Text
     );
     assert_eq!(
-        auto.run_options(false).output,
+        RunOptions::from_config(&auto, false).output,
         crate::export::OutputFormat::Json
     );
 }

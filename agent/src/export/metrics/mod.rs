@@ -23,7 +23,7 @@ pub mod stream;
 
 use std::{net::SocketAddr, sync::Arc};
 
-pub use crate::config::types::Cidr as IpCidr;
+pub use crate::units::Cidr as IpCidr;
 pub use accumulator::Accumulator;
 pub use health::Health;
 pub use http::MetricsError;
