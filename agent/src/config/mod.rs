@@ -13,6 +13,7 @@
 //! [`Config::log`].
 
 pub mod error;
+pub mod flags;
 pub mod load;
 pub mod schema;
 pub mod show;
@@ -272,16 +273,8 @@ impl Config {
     /// Checks what types alone cannot; the error names the key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         crate::logging::check_level(&self.log.level).map_err(|e| ("log.level", e))?;
-        let ring = self.capture.ring_buffer_size;
-        if !ring.is_power_of_two() || !(4096..=1 << 31).contains(&ring) {
-            return Err((
-                "capture.ring_buffer_size",
-                format!(
-                    "{} is not a power of two between 4KiB and 2GiB (e.g. 4MiB, 8MiB, 16MiB)",
-                    types::format_size(ring)
-                ),
-            ));
-        }
+        schema::ring_buffer_size(&types::format_size(self.capture.ring_buffer_size))
+            .map_err(|e| ("capture.ring_buffer_size", e))?;
         let programs = || {
             let mut names: Vec<&str> = crate::capture::probes::PROBES
                 .iter()

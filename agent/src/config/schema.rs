@@ -63,6 +63,9 @@ impl Kind {
     }
 }
 
+/// A key's own check of a value given as text.
+pub type Check = fn(&str) -> Result<(), String>;
+
 /// One configuration key.
 #[derive(Clone, Copy, Debug)]
 pub struct Key {
@@ -77,6 +80,9 @@ pub struct Key {
     /// (`SONDE_OUTPUT`) and the Kubernetes downward API (`NODE_NAME`).
     pub env_alias: Option<&'static str>,
     pub doc: &'static str,
+    /// A check a value must pass beyond its kind (e.g. a power of two), applied to flags by
+    /// the command-line parser (a usage error) and to every source by `Config::validate`.
+    pub check: Option<Check>,
 }
 
 impl Key {
@@ -110,6 +116,76 @@ impl Key {
                     .collect(),
             )),
             _ => Ok(Value::String(t.to_string())),
+        }
+    }
+}
+
+impl Key {
+    /// A flag's value checked as the command line gives it (a bad one is a usage error): its
+    /// kind, then the key's own check. For an address key with an `enabled` sibling, `off`
+    /// means that key set to false ([`Key::off_key`]); the caller handles it.
+    pub fn parse_flag(&self, text: &str) -> Result<Value, String> {
+        let t = text.trim();
+        match self.kind {
+            Kind::Size => {
+                crate::units::parse_size(t)?;
+            }
+            Kind::Duration => {
+                humantime::parse_duration(t)
+                    .map_err(|e| format!("{text:?} is not a duration ({e}): e.g. 50ms, 10s"))?;
+            }
+            Kind::Addr => {
+                t.parse::<std::net::SocketAddr>().map_err(|_| {
+                    let off = if self.off_key().is_some() {
+                        " or off"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{text:?} is not an address to listen on: give IP:PORT (e.g. \
+                         127.0.0.1:9464, [::1]:9464){off}"
+                    )
+                })?;
+            }
+            Kind::Enum(words) if !words.contains(&t) => {
+                return Err(format!("{text:?} is not {}", self.kind.expected()));
+            }
+            Kind::Filter => crate::logging::check_level(t)?,
+            _ => {}
+        }
+        if let Some(check) = self.check {
+            check(t)?;
+        }
+        self.parse_text(t)
+    }
+
+    /// For an address key (`metrics.listen`): the `enabled` key of its section, which the
+    /// flag's value `off` sets to false.
+    pub fn off_key(&self) -> Option<&'static str> {
+        if self.kind != Kind::Addr {
+            return None;
+        }
+        let section = self.path.rsplit_once('.')?.0;
+        KEYS.iter()
+            .find(|k| k.path.strip_prefix(section) == Some(".enabled"))
+            .map(|k| k.path)
+    }
+
+    /// What the flag's value looks like, for `--help`.
+    pub fn value_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Bool => "BOOL",
+            Kind::Int => "N",
+            Kind::Filter => "FILTER",
+            Kind::Size => "SIZE",
+            Kind::Duration => "DURATION",
+            Kind::Str => "TEXT",
+            Kind::Path => "FILE",
+            Kind::Addr if self.off_key().is_some() => "ADDR:PORT|off",
+            Kind::Addr => "ADDR:PORT",
+            Kind::Enum(_) => "WORD",
+            Kind::Strings => "NAME",
+            Kind::Cidrs => "CIDR",
         }
     }
 }
@@ -162,7 +238,27 @@ const fn key(path: &'static str, kind: Kind, flag: Option<&'static str>, doc: &'
         flag,
         env_alias: None,
         doc,
+        check: None,
     }
+}
+
+const fn checked(k: Key, check: Check) -> Key {
+    Key {
+        check: Some(check),
+        ..k
+    }
+}
+
+/// `capture.ring_buffer_size`: a power of two between 4KiB and 2GiB.
+pub fn ring_buffer_size(text: &str) -> Result<(), String> {
+    let n = crate::units::parse_size(text)?;
+    if !n.is_power_of_two() || !(4096..=1 << 31).contains(&n) {
+        return Err(format!(
+            "{} is not a power of two between 4KiB and 2GiB (e.g. 4MiB, 8MiB, 16MiB)",
+            crate::units::format_size(n)
+        ));
+    }
+    Ok(())
 }
 
 const fn nullable(k: Key) -> Key {
@@ -222,11 +318,14 @@ pub static KEYS: &[Key] = &[
         Some("--output-rotate-keep"),
         "With `output.file`: rotated files kept (`FILE.1` is the newest).",
     ),
-    key(
-        "capture.ring_buffer_size",
-        Kind::Size,
-        Some("--ring-buffer-size"),
-        "Kernel → agent ring buffer: a power of two, at least 4KiB.",
+    checked(
+        key(
+            "capture.ring_buffer_size",
+            Kind::Size,
+            Some("--ring-buffer-size"),
+            "Kernel → agent ring buffer: a power of two, at least 4KiB.",
+        ),
+        ring_buffer_size,
     ),
     key(
         "capture.max_connections",
