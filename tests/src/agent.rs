@@ -5,19 +5,28 @@
 //! attached.
 
 use std::{
+    cell::Cell,
+    fmt::Display,
     io::{BufRead, BufReader, Read},
     net::SocketAddr,
     os::unix::net::UnixDatagram,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 
-use crate::events::EventLog;
+use crate::{
+    events::EventLog,
+    poll::{Shown, poll_until},
+};
+
+/// How long an agent may take to start capturing (BTF parsing and probe loading on a busy
+/// host).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The agent binary: `SONDE_BIN` (set by `cargo xtask test`), else next to the test binary's
 /// target directory.
@@ -58,6 +67,65 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The systemd notification socket a test passes to the agent as `NOTIFY_SOCKET`: the agent
+/// sends `READY=1` on it once every probe is attached.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+    ready: Cell<bool>,
+}
+
+impl NotifySocket {
+    /// Binds `notify.sock` in `dir`.
+    pub fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+        socket
+            .set_nonblocking(true)
+            .expect("non-blocking notify socket");
+        NotifySocket {
+            socket,
+            path,
+            ready: Cell::new(false),
+        }
+    }
+
+    /// The value for `NOTIFY_SOCKET`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `READY=1` has arrived (reads every notification waiting).
+    pub fn ready(&self) -> bool {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+                self.ready.set(true);
+            }
+        }
+        self.ready.get()
+    }
+
+    /// Waits for `READY=1` from `child`; `Err` with its exit status if it exits first. Fails
+    /// the test, showing `log()`, when it is not ready within [`READY_TIMEOUT`].
+    #[track_caller]
+    pub fn wait_ready(
+        &self,
+        child: &mut Child,
+        log: impl Fn() -> String,
+    ) -> Result<(), ExitStatus> {
+        poll_until("READY=1 from sonde", READY_TIMEOUT, || {
+            if self.ready() {
+                Ok(Ok(()))
+            } else if let Ok(Some(status)) = child.try_wait() {
+                Ok(Err(status))
+            } else {
+                Err(Shown(format!("no READY=1 yet; its log:\n{}", log())))
+            }
+        })
+    }
 }
 
 pub struct Agent {
@@ -106,11 +174,7 @@ impl Agent {
     pub fn start(extra: &[&str]) -> Self {
         crate::require_root();
         let dir = tempfile::tempdir().expect("tempdir");
-        let notify_path = dir.path().join("notify.sock");
-        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-        notify
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("set timeout");
+        let notify = NotifySocket::bind(dir.path());
         let stats_file = dir.path().join("stats.json");
         let mut child = Command::new(sonde_bin())
             .args(["run", "--output", "json", "--drain-interval", "20ms"])
@@ -127,7 +191,7 @@ impl Agent {
             } else {
                 &["--metrics-listen", "127.0.0.1:0"][..]
             })
-            .env("NOTIFY_SOCKET", &notify_path)
+            .env("NOTIFY_SOCKET", notify.path())
             .env("SONDE_LOG_LEVEL", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -171,30 +235,17 @@ impl Agent {
             stats_file,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut buf = [0u8; 512];
-        loop {
-            if let Ok(n) = notify.recv(&mut buf)
-                && String::from_utf8_lossy(&buf[..n]).contains("READY=1")
-            {
-                break;
+        // (not ready in time: the panic drops `agent`, which kills it)
+        let stderr = Arc::clone(&agent.stderr);
+        let log = move || stderr.lock().expect("lock").clone();
+        if let Err(status) = notify.wait_ready(&mut agent.child, log) {
+            for r in agent.readers.drain(..) {
+                let _ = r.join();
             }
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                for r in agent.readers.drain(..) {
-                    let _ = r.join();
-                }
-                panic!(
-                    "sonde exited ({status}) before it was ready:\n{}",
-                    agent.stderr.lock().expect("lock")
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = agent.child.kill();
-                panic!(
-                    "sonde was not ready after 60 s:\n{}",
-                    agent.stderr.lock().expect("lock")
-                );
-            }
+            panic!(
+                "sonde exited ({status}) before it was ready:\n{}",
+                agent.stderr.lock().expect("lock")
+            );
         }
         agent
     }
@@ -209,25 +260,40 @@ impl Agent {
         if let Some(addr) = self.metrics {
             return addr;
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = {
-                let log = self.stderr.lock().expect("lock");
+        let addr = self.wait_log(
+            "the agent to log where it serves /metrics",
+            Duration::from_secs(10),
+            |log| {
                 log.split("http://")
                     .skip(1)
-                    .find_map(|rest| rest.split_once("/metrics").map(|(a, _)| a.to_string()))
-            };
-            if let Some(addr) = found.and_then(|a| a.parse().ok()) {
-                self.metrics = Some(addr);
-                return addr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not log where it serves /metrics:\n{}",
-                self.stderr.lock().expect("lock")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                    .find_map(|rest| rest.split_once("/metrics")?.0.parse().ok())
+            },
+        );
+        self.metrics = Some(addr);
+        addr
+    }
+
+    /// Waits until `find` finds what it looks for in the agent's log (its stderr so far), and
+    /// returns it. Fails the test, showing the log, when `timeout` passes first.
+    #[track_caller]
+    pub fn wait_log<T>(
+        &self,
+        what: impl Display,
+        timeout: Duration,
+        find: impl Fn(&str) -> Option<T>,
+    ) -> T {
+        poll_until(what, timeout, || {
+            let log = self.stderr.lock().expect("lock");
+            find(&log).ok_or_else(|| Shown(log.clone()))
+        })
+    }
+
+    /// Waits for a log line containing `text`.
+    #[track_caller]
+    pub fn wait_log_line(&self, text: &str, timeout: Duration) {
+        self.wait_log(format!("the log line {text:?}"), timeout, |log| {
+            log.contains(text).then_some(())
+        })
     }
 
     /// Resident memory of the agent now, in KiB (`VmRSS`).
@@ -240,26 +306,31 @@ impl Agent {
         self.events.snapshot()
     }
 
-    /// Waits until `done` holds over the events received (or `timeout`); returns them.
-    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        self.events.wait_for(timeout, done)
+    /// Waits until `done` holds over the events received, and returns them; fails the test
+    /// when `timeout` passes first (see [`EventLog::wait_for`]).
+    #[track_caller]
+    pub fn wait_for(
+        &self,
+        what: impl Display,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        self.events.wait_for(what, timeout, done)
     }
 
     /// SIGTERM, wait for a clean exit, and return everything it produced.
     pub fn stop(mut self) -> Stopped {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("sonde did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        // (not stopped in time: the panic drops `self`, which kills it)
+        let status = poll_until(
+            "sonde to stop after SIGTERM",
+            Duration::from_secs(30),
+            || match self.child.try_wait() {
+                Ok(Some(status)) => Ok(status),
+                _ => Err(Shown(self.stderr.lock().expect("lock").clone())),
+            },
+        );
         for r in self.readers.drain(..) {
             let _ = r.join();
         }

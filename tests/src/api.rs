@@ -3,10 +3,11 @@
 //! never reads.
 
 use std::{
+    fmt::Display,
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -144,9 +145,25 @@ impl EventStream {
         self.events.snapshot()
     }
 
-    /// Waits until `done` holds over the events received (or `timeout`); returns them.
-    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        self.events.wait_for(timeout, done)
+    /// How many events were received so far.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Waits until `done` holds over the events received, and returns them; fails the test
+    /// when `timeout` passes first (see [`EventLog::wait_for`]).
+    #[track_caller]
+    pub fn wait_for(
+        &self,
+        what: impl Display,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        self.events.wait_for(what, timeout, done)
     }
 
     /// Closes the connection and returns everything received.
@@ -174,24 +191,22 @@ impl StalledReader {
         Self { stream }
     }
 
-    /// Reads what is left; true if the agent closed the connection within `timeout`.
-    pub fn closed_by_agent(self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+    /// Reads what the agent has sent so far (without waiting); true once it has closed the
+    /// connection. Poll it with [`crate::poll::poll_until`].
+    pub fn closed_by_agent(&self) -> bool {
         self.stream
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
+            .set_nonblocking(true)
+            .expect("non-blocking socket");
         let mut buf = vec![0u8; 1 << 16];
         let mut s = &self.stream;
-        while Instant::now() < deadline {
+        loop {
             match s.read(&mut buf) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return true,
             }
         }
-        false
     }
 }

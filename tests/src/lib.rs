@@ -9,6 +9,7 @@ pub mod events;
 pub mod kube_standin;
 pub mod metrics;
 pub mod peer;
+pub mod poll;
 pub mod runc;
 
 /// Fails the test, clearly, when it cannot do what it must: these tests need root and BPF, and

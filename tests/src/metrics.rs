@@ -8,10 +8,12 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
+
+use crate::poll::{Shown, poll_until};
 
 /// `GET path` over HTTP/1.0; returns (status, headers, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
@@ -233,21 +235,17 @@ impl PrometheusServer {
             addr,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        poll_until("prometheus to be ready", Duration::from_secs(60), || {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("prometheus exited ({status}):\n{}", server.log());
             }
             if TcpStream::connect(addr).is_ok() && http_get(addr, "/-/ready").0 == 200 {
-                return server;
+                Ok(())
+            } else {
+                Err(Shown(server.log()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready after 60 s:\n{}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        });
+        server
     }
 
     pub fn log(&self) -> String {

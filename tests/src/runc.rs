@@ -9,6 +9,8 @@ use std::{
 
 use serde_json::{Value, json};
 
+use crate::poll::poll_until;
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A unique container id for this test process.
@@ -176,19 +178,14 @@ impl Running {
     }
 
     /// Waits for the container to exit on its own.
+    #[track_caller]
     pub fn wait(mut self, timeout: std::time::Duration) -> ExitStatus {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "container {} did not exit within {timeout:?}",
-                self.id
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let what = format!("container {} to exit", self.id);
+        poll_until(what, timeout, || match self.child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err("running".to_string()),
+            Err(e) => Err(format!("wait failed: {e}")),
+        })
     }
 }
 
@@ -205,6 +202,17 @@ impl Drop for Running {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Waits until something listens on TCP `port` in this network namespace (a server in a
+/// container, which prints nothing when it is up).
+#[track_caller]
+pub fn wait_listening(port: u16) {
+    poll_until(
+        format!("a listener on port {port}"),
+        std::time::Duration::from_secs(10),
+        || listening(port).then_some(()).ok_or("nothing listens"),
+    )
 }
 
 /// Whether something listens on TCP `port` (IPv4 or IPv6) in this network namespace.

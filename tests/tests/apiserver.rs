@@ -4,20 +4,19 @@
 //! bookmarks, streams cut mid-object, 401 and 403 diagnoses, remote naming and owner
 //! resolution. Nothing here is mocked, and nothing needs root.
 
-use std::{
-    net::IpAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use serde_json::json;
 use sonde::kube::{
     ApiserverError, ApiserverHandle, KubernetesConfig, PodSource, PodStore, Remote, RemoteIndex,
     WatchKind, pods::OwnerRef, spawn_apiserver_source,
 };
-use sonde_tests::kube_standin::{
-    ApiserverStandin, Resource,
-    apiserver::{FIXTURE_NODE, endpoint_slice, replica_set, service},
+use sonde_tests::{
+    kube_standin::{
+        ApiserverStandin, Resource,
+        apiserver::{FIXTURE_NODE, endpoint_slice, replica_set, service},
+    },
+    poll::poll_until_async,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -69,28 +68,57 @@ async fn start_synced(standin: ApiserverStandin) -> Running {
     .unwrap_or_else(|_| panic!("not synced: {:#?}", running.handle.state()));
     assert!(state.healthy());
     // Listed, and watching: changes from now on travel as live events.
-    assert!(
-        eventually(WAIT, || Resource::ALL
-            .iter()
-            .all(|r| running.standin.open_watches(*r) == 1))
-        .await,
-        "watches not open"
-    );
+    wait_watches(&running.standin, 1).await;
     running
 }
 
-/// Polls `cond` every 20 ms until it holds or `within` passes; returns whether it held.
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
+/// Waits until every resource has `n` watches open on the stand-in.
+async fn wait_watches(standin: &ApiserverStandin, n: usize) {
+    poll_until_async(format!("{n} watch(es) open per resource"), WAIT, || {
+        let open: Vec<(Resource, usize)> = Resource::ALL
+            .iter()
+            .map(|&r| (r, standin.open_watches(r)))
+            .collect();
+        if open.iter().all(|&(_, o)| o == n) {
+            Ok(())
+        } else {
+            Err(open)
         }
-        if Instant::now() > deadline {
-            return false;
+    })
+    .await
+}
+
+/// Waits until the pod `uid` is in the store with label `sonde-test` = `value`.
+async fn wait_label(running: &Running, uid: &str, value: &str, within: Duration) {
+    let what = format!("pod {uid} labelled sonde-test={value}");
+    poll_until_async(what, within, || {
+        let label = running
+            .pods
+            .lookup_pod(uid)
+            .map(|p| p.labels.get("sonde-test").cloned());
+        if label == Some(Some(value.to_string())) {
+            Ok(())
+        } else {
+            Err((label, running.handle.state()))
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+}
+
+/// Waits until the pod `uid` is in the store (`true`) or not (`false`).
+async fn wait_pod(running: &Running, uid: &str, present: bool, within: Duration) {
+    let what = format!(
+        "pod {uid} {} the store",
+        if present { "in" } else { "out of" }
+    );
+    poll_until_async(what, within, || {
+        if running.pods.lookup_pod(uid).is_some() == present {
+            Ok(())
+        } else {
+            Err(running.handle.state())
+        }
+    })
+    .await
 }
 
 fn fixture_pod(standin: &ApiserverStandin, name: &str) -> serde_json::Value {
@@ -174,44 +202,22 @@ async fn changes_and_deletions_arrive_within_two_seconds() {
     let uid = pod["metadata"]["uid"].as_str().expect("uid").to_string();
     pod["metadata"]["labels"]["sonde-test"] = json!("changed");
     s.apply(Resource::Pods, pod);
-    assert!(
-        eventually(Duration::from_secs(2), || {
-            running
-                .pods
-                .lookup_pod(&uid)
-                .is_some_and(|p| p.labels.get("sonde-test").map(String::as_str) == Some("changed"))
-        })
-        .await,
-        "modification not seen"
-    );
+    wait_label(&running, &uid, "changed", Duration::from_secs(2)).await;
 
     // Deleted.
     let gone = fixture_pod(s, "e2e-scraper-5f97dc94d8-vkcjl");
     let gone_uid = gone["metadata"]["uid"].as_str().expect("uid").to_string();
     assert!(running.pods.lookup_pod(&gone_uid).is_some());
     assert!(s.delete(Resource::Pods, "scraper", "e2e-scraper-5f97dc94d8-vkcjl"));
-    assert!(
-        eventually(Duration::from_secs(2), || running
-            .pods
-            .lookup_pod(&gone_uid)
-            .is_none())
-        .await,
-        "deletion not seen"
-    );
+    wait_pod(&running, &gone_uid, false, Duration::from_secs(2)).await;
 
     // Added.
     let mut new = fixture_pod(s, "e2e-deployment-79967c5968-zjslc");
     new["metadata"]["name"] = json!("e2e-deployment-79967c5968-new01");
     new["metadata"]["uid"] = json!("11111111-2222-4333-8444-555555555555");
     s.apply(Resource::Pods, new);
-    assert!(
-        eventually(Duration::from_secs(2), || running
-            .pods
-            .lookup_pod("11111111-2222-4333-8444-555555555555")
-            .is_some())
-        .await,
-        "addition not seen"
-    );
+    let new_uid = "11111111-2222-4333-8444-555555555555";
+    wait_pod(&running, new_uid, true, Duration::from_secs(2)).await;
     let state = running.handle.state();
     assert!(
         state.kind(WatchKind::Pods).is_some_and(|k| k.events >= 3),
@@ -239,18 +245,9 @@ async fn gone_forces_a_relist_and_the_store_is_right_afterwards() {
     s.pause_watches(false);
     s.cut_watches();
 
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            running.pods.lookup_pod(&gone_uid).is_none()
-                && running
-                    .pods
-                    .lookup_pod("22222222-2222-4333-8444-555555555555")
-                    .is_some()
-        })
-        .await,
-        "store not corrected: {:#?}",
-        running.handle.state()
-    );
+    wait_pod(&running, &gone_uid, false, Duration::from_secs(5)).await;
+    let new_uid = "22222222-2222-4333-8444-555555555555";
+    wait_pod(&running, new_uid, true, Duration::from_secs(5)).await;
     assert_eq!(
         running.pods.counts(PodSource::Apiserver).pods,
         pods_on_node(s, FIXTURE_NODE)
@@ -280,25 +277,19 @@ async fn bookmarks_keep_the_version_current_so_no_relist_is_needed() {
     // A bookmark carries the new version to the agent; then the history is compacted and
     // the watch ends. Resuming from the bookmark's version is still valid: no 410, no list.
     s.send_bookmarks();
+    // The one fixed wait left here: the agent shows no sign of having read a bookmark (its
+    // sync state has no resource version and does not count bookmarks), and any event sent to
+    // mark it would carry a newer version itself and prove nothing about bookmarks.
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.compact();
     s.cut_watches();
-    assert!(
-        eventually(WAIT, || s.open_watches(Resource::Pods) == 1).await,
-        "watch not resumed"
-    );
+    wait_watches(s, 1).await;
     let mut new = fixture_pod(s, "e2e-deployment-79967c5968-zjslc");
     new["metadata"]["name"] = json!("after-bookmark");
     new["metadata"]["uid"] = json!("33333333-2222-4333-8444-555555555555");
     s.apply(Resource::Pods, new);
-    assert!(
-        eventually(Duration::from_secs(2), || running
-            .pods
-            .lookup_pod("33333333-2222-4333-8444-555555555555")
-            .is_some())
-        .await,
-        "event after the resumed watch not seen"
-    );
+    let new_uid = "33333333-2222-4333-8444-555555555555";
+    wait_pod(&running, new_uid, true, Duration::from_secs(2)).await;
     assert_eq!(s.list_requests(Resource::Pods), 1, "re-listed");
     let state = running.handle.state();
     assert_eq!(state.kind(WatchKind::Pods).map(|k| k.expired), Some(0));
@@ -323,16 +314,7 @@ async fn a_stream_cut_mid_object_is_resumed() {
     let uid = pod["metadata"]["uid"].as_str().expect("uid").to_string();
     pod["metadata"]["labels"]["sonde-test"] = json!("after-cut");
     s.apply(Resource::Pods, pod);
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            running.pods.lookup_pod(&uid).is_some_and(|p| {
-                p.labels.get("sonde-test").map(String::as_str) == Some("after-cut")
-            })
-        })
-        .await,
-        "change lost with the cut stream: {:#?}",
-        running.handle.state()
-    );
+    wait_label(&running, &uid, "after-cut", Duration::from_secs(5)).await;
     assert_eq!(s.cuts(), 1, "the event was not cut");
     // Resumed from its version (the event replayed by a new watch), not re-listed. kube-rs
     // takes a connection cut mid-chunk for the end of the watch (no error comes out), so the
@@ -356,15 +338,7 @@ async fn a_malformed_event_is_counted_and_the_watch_goes_on() {
     let uid = pod["metadata"]["uid"].as_str().expect("uid").to_string();
     pod["metadata"]["labels"]["sonde-test"] = json!("after-garbage");
     s.apply(Resource::Pods, pod);
-    assert!(
-        eventually(Duration::from_secs(2), || {
-            running.pods.lookup_pod(&uid).is_some_and(|p| {
-                p.labels.get("sonde-test").map(String::as_str) == Some("after-garbage")
-            })
-        })
-        .await,
-        "watch stopped after a malformed event"
-    );
+    wait_label(&running, &uid, "after-garbage", Duration::from_secs(2)).await;
     let state = running.handle.state();
     let pods = state.kind(WatchKind::Pods).expect("pods state");
     assert!(pods.stream_errors >= 1, "{pods:?}");
@@ -500,22 +474,28 @@ async fn remote_addresses_name_services_and_pods() {
         Resource::Services,
         service("kube-system", "kube-dns", "10.96.0.10", &[53]),
     );
-    assert!(
-        eventually(Duration::from_secs(2), || r.lookup(ip("10.96.0.10"), 53)
-            == Remote::Service {
-                namespace: "kube-system".into(),
-                name: "kube-dns".into()
-            })
-        .await
-    );
+    let dns = Remote::Service {
+        namespace: "kube-system".into(),
+        name: "kube-dns".into(),
+    };
+    wait_remote(r, "10.96.0.10:53", &dns).await;
     running
         .standin
         .delete(Resource::Services, "scraper", "e2e-deployment");
-    assert!(
-        eventually(Duration::from_secs(2), || r.lookup(ip("10.96.12.34"), 80)
-            == Remote::External)
-        .await
-    );
+    wait_remote(r, "10.96.12.34:80", &Remote::External).await;
+}
+
+/// Waits until `addr` is named `want`.
+async fn wait_remote(index: &RemoteIndex, addr: &str, want: &Remote) {
+    let addr: std::net::SocketAddr = addr.parse().expect("test address");
+    let what = format!("{addr} named {want:?}");
+    poll_until_async(what, Duration::from_secs(2), || {
+        match index.lookup(addr.ip(), addr.port()) {
+            seen if seen == *want => Ok(()),
+            seen => Err(seen),
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,16 +534,16 @@ async fn owners_resolve_to_deployments_and_cronjobs() {
         Resource::ReplicaSets,
         replica_set("scraper", "e2e-deployment-5c6d7e8f9", "e2e-deployment"),
     );
-    assert!(
-        eventually(Duration::from_secs(2), || h.workload(
-            &owner("ReplicaSet", "e2e-deployment-5c6d7e8f9"),
-            "scraper"
-        ) == owner(
-            "Deployment",
-            "e2e-deployment"
-        ))
-        .await
-    );
+    let rollout = owner("ReplicaSet", "e2e-deployment-5c6d7e8f9");
+    let deployment = owner("Deployment", "e2e-deployment");
+    let what = "the new ReplicaSet resolved to its Deployment";
+    poll_until_async(what, Duration::from_secs(2), || {
+        match h.workload(&rollout, "scraper") {
+            seen if seen == deployment => Ok(()),
+            seen => Err(seen),
+        }
+    })
+    .await;
 
     // Node and namespace labels came with metadata-only requests.
     let node = h.node_labels().expect("node labels");
@@ -658,12 +638,6 @@ async fn dropping_the_handle_stops_every_watch_and_keeps_the_data() {
     let pods = running.pods.counts(PodSource::Apiserver).pods;
     assert!(pods > 0);
     drop(running.handle);
-    assert!(
-        eventually(WAIT, || Resource::ALL
-            .iter()
-            .all(|r| running.standin.open_watches(*r) == 0))
-        .await,
-        "watches still open"
-    );
+    wait_watches(&running.standin, 0).await;
     assert_eq!(running.pods.counts(PodSource::Apiserver).pods, pods);
 }

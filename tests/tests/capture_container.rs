@@ -26,7 +26,7 @@ fn events_from_a_runc_container_carry_its_cgroup_id() {
     assert_eq!(status.code(), Some(5), "container exit status");
 
     let in_cgroup = |ev: &serde_json::Value| ev["cgroup_id"].as_u64() == Some(cgroup_id);
-    agent.wait_for(Duration::from_secs(10), |ev| {
+    agent.wait_for("the container's exit 5", Duration::from_secs(10), |ev| {
         ev.iter()
             .any(|e| in_cgroup(e) && e["type"] == "process_exit" && e["exit_code"] == 5)
     });

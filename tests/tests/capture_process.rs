@@ -11,6 +11,7 @@ use serde_json::Value;
 use sonde_tests::{
     agent::Agent,
     events::{matching, str_of, u64_of},
+    poll::poll_until,
 };
 
 /// What the test expects of one process it started.
@@ -57,7 +58,18 @@ fn short_lived_processes_give_one_exec_one_fork_and_one_exit_each() {
 
         let mut child = spawn(Command::new("/bin/sleep").arg("30"));
         // Let it exec before the signal, so exec and exit are both observable.
-        std::thread::sleep(Duration::from_millis(50));
+        let exe = format!("/proc/{}/exe", child.id());
+        poll_until(
+            "the child to exec /bin/sleep",
+            Duration::from_secs(10),
+            || {
+                let exe = std::fs::read_link(&exe);
+                match exe {
+                    Ok(path) if path.ends_with("sleep") => Ok(()),
+                    other => Err(other),
+                }
+            },
+        );
         child.kill().expect("kill");
         assert_eq!(child.wait().expect("wait").signal(), Some(9));
         expected.push(Expect {
@@ -70,10 +82,14 @@ fn short_lived_processes_give_one_exec_one_fork_and_one_exit_each() {
     }
 
     let pids: Vec<u64> = expected.iter().map(|e| e.pid as u64).collect();
-    agent.wait_for(Duration::from_secs(10), |events| {
-        pids.iter()
-            .all(|&p| !matching(events, "process_exit", "pid", p).is_empty())
-    });
+    agent.wait_for(
+        "the exit of every child",
+        Duration::from_secs(10),
+        |events| {
+            pids.iter()
+                .all(|&p| !matching(events, "process_exit", "pid", p).is_empty())
+        },
+    );
     let stopped = agent.stop();
     stopped.assert_nothing_lost();
     let events = &stopped.events;
@@ -132,7 +148,7 @@ fn exit_of_a_multithreaded_process_is_reported_once() {
         .expect("spawn");
     let pid = child.id() as u64;
     assert_eq!(child.wait().expect("wait").code(), Some(7));
-    agent.wait_for(Duration::from_secs(10), |ev| {
+    agent.wait_for("the exit of the child", Duration::from_secs(10), |ev| {
         !matching(ev, "process_exit", "pid", pid).is_empty()
     });
     let stopped = agent.stop();

@@ -68,9 +68,11 @@ fn exchange(family: &str, bind: &str, connect_host: &str) {
     assert!(srv.wait().expect("server").success(), "server failed");
     let (srv_pid, cli_pid) = (srv.id() as u64, cli.id() as u64);
 
-    agent.wait_for(Duration::from_secs(10), |ev| {
-        on_port(ev, "tcp_close", port).len() >= 2 * N
-    });
+    agent.wait_for(
+        "both ends of every connection closed",
+        Duration::from_secs(10),
+        |ev| on_port(ev, "tcp_close", port).len() >= 2 * N,
+    );
     let stopped = agent.stop();
     stopped.assert_nothing_lost();
     let ev = &stopped.events;
@@ -177,7 +179,7 @@ fn refused_connection_is_one_failure_and_never_established() {
         "connect was not refused"
     );
     let cli_pid = cli.id() as u64;
-    agent.wait_for(Duration::from_secs(10), |ev| {
+    agent.wait_for("the refused connect", Duration::from_secs(10), |ev| {
         !on_port(ev, "tcp_fail", port).is_empty()
     });
     let stopped = agent.stop();

@@ -17,8 +17,12 @@ use sonde_tests::{
         payloads,
     },
     metrics::{Exposition, scrape},
+    poll::poll_until,
     runc::{Bundle, unique_id},
 };
+
+/// How long the agent has to report what a test's workload did.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// A pod of the vendored payload, as the test needs it.
 struct FixturePod {
@@ -128,7 +132,7 @@ fn container_events_carry_namespace_pod_container_image_and_workload() {
         );
         assert!(bundle.run(&unique_id("kjoin")).success());
     }
-    let events = agent.wait_for(Duration::from_secs(10), |ev| {
+    let events = agent.wait_for("two execs from each pod's container", WAIT, |ev| {
         cases
             .iter()
             .all(|(p, _, _)| execs_of(ev, &p.container_id).len() >= 2)
@@ -201,7 +205,7 @@ fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
         &pod.cgroup_path(&top),
     );
     let running = bundle.spawn(&unique_id("klate"));
-    let untagged = agent.wait_for(Duration::from_secs(10), |ev| {
+    let untagged = agent.wait_for("five execs from the container", WAIT, |ev| {
         execs_of(ev, &pod.container_id).len() >= 5
     });
     let before = execs_of(&untagged, &pod.container_id);
@@ -214,8 +218,21 @@ fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
             "the cgroup path names the pod"
         );
     }
-    // Let the agent's retries back off, as they would during a long bootstrap.
-    std::thread::sleep(Duration::from_secs(4));
+    // Let the agent's retries back off, as they would during a long bootstrap: each failed
+    // fetch doubles the retry timer (1 s at first), so after four a timer alone would wait 16 s.
+    poll_until(
+        "four failed kubelet fetches",
+        Duration::from_secs(30),
+        || {
+            let failures = Exposition::parse(&scrape(metrics))
+                .value_or_zero("sonde_kubelet_syncs_total", &[("result", "failure")]);
+            if failures >= 4.0 {
+                Ok(())
+            } else {
+                Err(failures)
+            }
+        },
+    );
     // Its series exist, without pod names yet.
     assert!(starts("") >= 5.0, "{}", scrape(metrics));
 
@@ -226,7 +243,7 @@ fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
             .iter()
             .any(|e| e["pod"] == pod.name.as_str())
     };
-    let events = agent.wait_for(Duration::from_secs(10), tagged);
+    let events = agent.wait_for("pod tags on the container's events", WAIT, tagged);
     let waited = up.elapsed();
     // The same series, relabelled: every start counted before the kubelet answered now carries
     // the pod's name, and no unlabelled series of the container is left.
@@ -327,29 +344,43 @@ fn connections_to_a_service_and_to_a_pod_are_named() {
                 && e["remote_kind"] == kind
         })
     };
-    // Until the watches have listed, remote ends are not known yet: keep connecting.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut events = Vec::new();
-    while Instant::now() < deadline {
-        for (ip, port) in [
-            (cluster_ip, svc_port),
-            (pod_ip, pod_port),
-            (outside_ip, outside_port),
-        ] {
-            drop(std::net::TcpStream::connect((ip, port)).expect("connect"));
-        }
-        events = agent.wait_for(Duration::from_millis(300), |ev| {
-            named(ev, svc_port, "service")
-                && named(ev, pod_port, "pod")
-                && named(ev, outside_port, "external")
+    let targets = [
+        (cluster_ip, svc_port),
+        (pod_ip, pod_port),
+        (outside_ip, outside_port),
+    ];
+    // Until the watches have listed, remote ends are not known yet: connect again, a round at
+    // a time (each waits for its own three closes), until a round is named.
+    let what = "connections named service, pod and external";
+    let events = poll_until(what, Duration::from_secs(15), || {
+        let round: Vec<(u16, u16)> = targets
+            .iter()
+            .map(|&(ip, port)| {
+                let stream = std::net::TcpStream::connect((ip, port)).expect("connect");
+                (stream.local_addr().expect("local address").port(), port)
+            })
+            .collect();
+        let close = |ev: &[Value], (local, remote): (u16, u16)| {
+            ev.iter()
+                .find(|e| {
+                    e["type"] == "tcp_close"
+                        && e["local_port"] == local
+                        && e["remote_port"] == remote
+                })
+                .map(|e| e["remote_kind"].clone())
+        };
+        let events = agent.wait_for("the closes of this round's connections", WAIT, |ev| {
+            round.iter().all(|&c| close(ev, c).is_some())
         });
         if named(&events, svc_port, "service")
             && named(&events, pod_port, "pod")
             && named(&events, outside_port, "external")
         {
-            break;
+            Ok(events)
+        } else {
+            Err(round.iter().map(|&c| close(&events, c)).collect::<Vec<_>>())
         }
-    }
+    });
     let stopped = agent.stop();
     stopped.assert_nothing_lost();
     let first = |port: u16, kind: &str| {

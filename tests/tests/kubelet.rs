@@ -613,11 +613,14 @@ async fn on_demand_refreshes_are_rate_limited() {
     let handle = spawn_kubelet_source(config, store);
     wait_state(&handle, "first sync", |s| s.successes == 1).await;
     let started = Instant::now();
-    // An event storm naming unknown containers: 200 requests in about a second.
+    // An event storm naming unknown containers: 200 requests in about a second. (Time is
+    // what is under test here: the storm's pace and length, and the window after it.)
     while started.elapsed() < Duration::from_millis(1000) {
         handle.request_refresh();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // The window in which a fetch deferred by the limit lands: a rate limit is a bound over
+    // time, and "no further fetch" has no signal to wait on.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let fetches = standin.pods_requests();
     // 1 initial + at most one per 300 ms over ~1.4 s.

@@ -7,7 +7,7 @@ use std::{
     os::unix::process::CommandExt,
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sonde_tests::{
@@ -17,6 +17,7 @@ use sonde_tests::{
         Exposition, PrometheusServer, WORKLOAD_LABELS, documented_families, promtool_check, scrape,
     },
     peer::read_port,
+    poll::{Shown, poll_until},
     runc::{container_id, unique_id},
 };
 
@@ -87,18 +88,24 @@ fn exchange(top: &str, conns: u64, sent: u64, received: u64) -> Exchange {
     }
 }
 
-/// Scrapes until `done` holds (or 15 s), returning the last exposition.
-fn scrape_until(agent: &mut Agent, done: impl Fn(&Exposition) -> bool) -> (String, Exposition) {
+/// Scrapes until `done` holds, returning that exposition; fails the test, showing the last
+/// one, when 15 s pass first.
+#[track_caller]
+fn scrape_until(
+    agent: &mut Agent,
+    what: &str,
+    done: impl Fn(&Exposition) -> bool,
+) -> (String, Exposition) {
     let addr = agent.metrics_addr();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    poll_until(what, Duration::from_secs(15), || {
         let text = scrape(addr);
         let exp = Exposition::parse(&text);
-        if done(&exp) || Instant::now() > deadline {
-            return (text, exp);
+        if done(&exp) {
+            Ok((text, exp))
+        } else {
+            Err(Shown(text))
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 /// Starts the agent and waits until its start-up scan is merged (`process_found` events
@@ -106,7 +113,7 @@ fn scrape_until(agent: &mut Agent, done: impl Fn(&Exposition) -> bool) -> (Strin
 /// kernel and by the scan.
 fn start_agent(extra: &[&str]) -> Agent {
     let mut agent = Agent::start(extra);
-    let (text, exp) = scrape_until(&mut agent, |exp| {
+    let (text, exp) = scrape_until(&mut agent, "the start-up scan merged", |exp| {
         exp.value_or_zero("sonde_events_total", &[("type", "process_found")]) > 0.0
     });
     assert!(
@@ -136,7 +143,7 @@ fn tcp_and_process_counters_of_a_workload_are_exact() {
     let mut agent = start_agent(&[]);
     let ex = exchange(&top, 7, 12_345, 54_321);
     let n = ex.conns as f64;
-    let (text, exp) = scrape_until(&mut agent, |exp| {
+    let (text, exp) = scrape_until(&mut agent, "every connection closed, both sides", |exp| {
         closed(exp, &ex.client, "outbound") >= n && closed(exp, &ex.server, "inbound") >= n
     });
     let client = [
@@ -224,7 +231,7 @@ fn refused_connections_count_as_failures_with_their_reason() {
         ("direction", "outbound"),
         ("reason", "refused"),
     ];
-    let (text, exp) = scrape_until(&mut agent, |exp| {
+    let (text, exp) = scrape_until(&mut agent, "the three failed connects", |exp| {
         exp.value_or_zero("sonde_tcp_connections_failed_total", &labels) >= 3.0
     });
     assert_eq!(
@@ -246,7 +253,7 @@ fn every_documented_family_is_exposed_with_its_documented_labels() {
     peer_in(&cg, &["refused", &format!("127.0.0.1:{port}")])
         .wait()
         .expect("refused");
-    let (text, exp) = scrape_until(&mut agent, |exp| {
+    let (text, exp) = scrape_until(&mut agent, "the closes and the refused connect", |exp| {
         closed(exp, &ex.client, "outbound") >= 2.0
             && !exp
                 .find(
@@ -332,7 +339,9 @@ fn a_real_prometheus_scrapes_sonde_and_answers_promql() {
     let top = format!("sonde-test-{}", unique_id("metrics-prom"));
     let mut agent = start_agent(&[]);
     let ex = exchange(&top, 5, 1_000, 2_000);
-    scrape_until(&mut agent, |exp| closed(exp, &ex.client, "outbound") >= 5.0);
+    scrape_until(&mut agent, "the five connections closed", |exp| {
+        closed(exp, &ex.client, "outbound") >= 5.0
+    });
     let prometheus = PrometheusServer::start(&[agent.metrics_addr()]);
     let query = format!(
         "sum(sonde_tcp_connections_opened_total{{container_id=\"{}\"}})",
@@ -342,14 +351,21 @@ fn a_real_prometheus_scrapes_sonde_and_answers_promql() {
         "sum by (direction) (sonde_tcp_received_bytes_total{{container_id=\"{}\"}})",
         ex.server
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let result = loop {
-        let result = prometheus.query(&query);
-        if !result.is_empty() || Instant::now() > deadline {
-            break result;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let result = poll_until(
+        "prometheus to have scraped the connections",
+        Duration::from_secs(60),
+        || {
+            let result = prometheus.query(&query);
+            if result.is_empty() {
+                Err(Shown(format!(
+                    "{query} → nothing; targets: {}",
+                    prometheus.targets()
+                )))
+            } else {
+                Ok(result)
+            }
+        },
+    );
     assert_eq!(
         result.len(),
         1,
@@ -378,7 +394,8 @@ fn the_series_cap_refuses_new_workloads_and_counts_them() {
     let (text, exp) = loop {
         exchanges.push(exchange(&top, 1, 10, 10));
         let last = &exchanges[exchanges.len() - 1];
-        let (text, exp) = scrape_until(&mut agent, |exp| {
+        let what = "the new container counted or refused";
+        let (text, exp) = scrape_until(&mut agent, what, |exp| {
             exp.value("sonde_metrics_series_refused_total", &[]) > 0.0
                 || closed(exp, &last.client, "outbound") >= 1.0
         });

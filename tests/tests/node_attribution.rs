@@ -8,7 +8,7 @@
 use std::{
     net::TcpStream,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -17,7 +17,7 @@ use sonde_tests::{
     cgroup::{remove_everywhere, v2_root},
     events::{str_of, u64_of},
     peer::read_port,
-    runc::{Bundle, container_id, listening, pod_uid, unique_id},
+    runc::{Bundle, container_id, pod_uid, unique_id, wait_listening},
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_tcp-peer");
@@ -39,14 +39,6 @@ fn server_port() -> u16 {
         .map(|i| 20_000 + (std::process::id() as u16 % 5_000) + i * 7)
         .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
         .expect("a free port in 20000-26400")
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !listening(port) {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Events whose cgroup is `path`.
@@ -150,13 +142,17 @@ fn containers_at_kubelet_docker_and_podman_paths_are_attributed() {
         .iter()
         .map(|l| format!("/{top}/{}", l.path))
         .collect();
-    agent.wait_for(Duration::from_secs(10), |ev| {
-        paths.iter().all(|p| {
-            in_cgroup(ev, p)
-                .iter()
-                .any(|e| e["type"] == "tcp_close" && e["comm"] == "nc")
-        })
-    });
+    agent.wait_for(
+        "a closed nc connection in every layout",
+        Duration::from_secs(10),
+        |ev| {
+            paths.iter().all(|p| {
+                in_cgroup(ev, p)
+                    .iter()
+                    .any(|e| e["type"] == "tcp_close" && e["comm"] == "nc")
+            })
+        },
+    );
     let stopped = agent.stop();
     stopped.assert_nothing_lost();
     remove_everywhere(
@@ -248,10 +244,14 @@ fn a_connection_between_two_containers_is_attributed_on_each_side() {
     let client = Bundle::new(&["/bin/sh", "-c", &script], &client_path);
     let client = client.spawn(&unique_id("cli"));
 
-    let events = agent.wait_for(Duration::from_secs(10), |ev| {
-        let opens = |path: &str| in_cgroup(ev, path).iter().any(|e| e["type"] == "tcp_open");
-        opens(&server_path) && opens(&client_path)
-    });
+    let events = agent.wait_for(
+        "the connection open on both sides",
+        Duration::from_secs(10),
+        |ev| {
+            let opens = |path: &str| in_cgroup(ev, path).iter().any(|e| e["type"] == "tcp_open");
+            opens(&server_path) && opens(&client_path)
+        },
+    );
     drop(client);
     drop(server);
     let stopped = agent.stop();
@@ -299,11 +299,15 @@ fn processes_and_connections_that_predate_sonde_are_found_with_their_owners() {
 
     // Everything above exists before the agent starts.
     let agent = Agent::start(&[]);
-    let events = agent.wait_for(Duration::from_secs(15), |ev| {
-        in_cgroup(ev, &path)
-            .iter()
-            .any(|e| e["type"] == "tcp_open" && e["found_at_start"] == true)
-    });
+    let events = agent.wait_for(
+        "the container's connection found at start",
+        Duration::from_secs(15),
+        |ev| {
+            in_cgroup(ev, &path)
+                .iter()
+                .any(|e| e["type"] == "tcp_open" && e["found_at_start"] == true)
+        },
+    );
     let found = in_cgroup(&events, &path);
     let procs: Vec<&str> = found
         .iter()
@@ -342,11 +346,15 @@ fn processes_and_connections_that_predate_sonde_are_found_with_their_owners() {
 
     // Closing it now: the kernel never saw it open, the scan names the owner.
     drop(stream);
-    agent.wait_for(Duration::from_secs(10), |ev| {
-        in_cgroup(ev, &path)
-            .iter()
-            .any(|e| e["type"] == "tcp_close")
-    });
+    agent.wait_for(
+        "the close of the found connection",
+        Duration::from_secs(10),
+        |ev| {
+            in_cgroup(ev, &path)
+                .iter()
+                .any(|e| e["type"] == "tcp_close")
+        },
+    );
     let stopped = agent.stop();
     drop(container);
     remove_everywhere(&format!("{top}/kubepods.slice/x"), "");
@@ -378,10 +386,14 @@ fn a_process_in_a_systemd_like_unit_is_attributed_to_the_unit() {
         .expect("spawn");
     assert!(child.wait().expect("wait").success());
     let pid = child.id() as u64;
-    agent.wait_for(Duration::from_secs(10), |ev| {
-        ev.iter()
-            .any(|e| e["type"] == "process_exit" && e["pid"] == pid)
-    });
+    agent.wait_for(
+        "the exit of the unit's process",
+        Duration::from_secs(10),
+        |ev| {
+            ev.iter()
+                .any(|e| e["type"] == "process_exit" && e["pid"] == pid)
+        },
+    );
     let stopped = agent.stop();
     let _ = std::fs::remove_dir(&dir);
     let exec: Vec<&Value> = stopped

@@ -14,10 +14,44 @@ use std::{
 
 use serde_json::Value;
 use sonde_tests::{
-    agent::{Agent, SONDE_RUN_ARGS, sonde_bin, sonde_run},
-    cgroup::remove_everywhere,
+    agent::{Agent, NotifySocket, SONDE_RUN_ARGS, sonde_bin, sonde_run},
+    cgroup::{remove_everywhere, v2_root},
+    poll::poll_until,
     runc::{Bundle, container_id, unique_id},
 };
+
+/// How many of the storm's processes or connections exist before the agent starts.
+const BEFORE: usize = 20;
+
+/// Waits until the storm has made [`BEFORE`] of its processes or connections.
+fn wait_storm<T>(made: &Mutex<Vec<T>>) {
+    poll_until(
+        format!("{BEFORE} made before the agent starts"),
+        Duration::from_secs(10),
+        || match made.lock().expect("lock").len() {
+            n if n >= BEFORE => Ok(()),
+            n => Err(n),
+        },
+    );
+}
+
+/// Starts the agent during a storm, and returns once its start-up scan is merged and at least
+/// `after` more of the storm came since (so the storm straddles the whole start-up).
+fn start_during<T>(made: &Mutex<Vec<T>>, after: usize) -> Agent {
+    wait_storm(made);
+    let agent = Agent::start(&[]);
+    agent.wait_log_line("start-up scan merged", Duration::from_secs(15));
+    let merged = made.lock().expect("lock").len();
+    poll_until(
+        format!("{after} more made after the scan merged"),
+        Duration::from_secs(10),
+        || match made.lock().expect("lock").len() - merged {
+            n if n >= after => Ok(()),
+            n => Err(n),
+        },
+    );
+    agent
+}
 
 fn kill_all(children: &mut [Child]) {
     for c in children.iter_mut() {
@@ -46,20 +80,32 @@ fn processes_started_during_startup_appear_exactly_once() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
-    let agent = Agent::start(&[]);
-    // Let the scan finish and merge while processes keep coming.
-    let bootstrapped = agent.wait_for(Duration::from_secs(15), |ev| {
-        ev.iter().any(|e| e["type"] == "process_found")
-    });
-    assert!(!bootstrapped.is_empty());
-    std::thread::sleep(Duration::from_millis(500));
+    // The scan finishes and merges while processes keep coming.
+    let agent = start_during(&children, BEFORE);
     stop.store(true, Ordering::Relaxed);
     spawner.join().expect("spawner");
-    std::thread::sleep(Duration::from_millis(300));
+    let pids: Vec<u64> = children
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|c| c.id() as u64)
+        .collect();
+    // Every process is reported (found, forked or exec'd) before the agent stops.
+    let seen = |ev: &[Value], pid: u64| {
+        ev.iter().any(|e| {
+            e["pid"] == pid
+                && (e["type"] == "process_found"
+                    || e["type"] == "process_fork"
+                    || e["type"] == "process_exec")
+        })
+    };
+    agent.wait_for(
+        "every process of the storm",
+        Duration::from_secs(15),
+        |ev| pids.iter().all(|&p| seen(ev, p)),
+    );
     let stopped = agent.stop();
     let mut children = std::mem::take(&mut *children.lock().expect("lock"));
-    let pids: Vec<u64> = children.iter().map(|c| c.id() as u64).collect();
     kill_all(&mut children);
     stopped.assert_nothing_lost();
 
@@ -112,22 +158,27 @@ fn connections_opened_during_startup_appear_exactly_once() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
-    let agent = Agent::start(&[]);
-    agent.wait_for(Duration::from_secs(15), |ev| {
-        ev.iter().any(|e| e["type"] == "process_found")
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let agent = start_during(&held, BEFORE);
     stop.store(true, Ordering::Relaxed);
     connector.join().expect("connector");
-    std::thread::sleep(Duration::from_millis(300));
-    let stopped = agent.stop();
     let clients: Vec<u16> = held
         .lock()
         .expect("lock")
         .iter()
         .map(|s| s.local_addr().expect("local").port())
         .collect();
+    // Every connection is reported open before the agent stops.
+    let opened = |ev: &[Value], cport: u16| {
+        ev.iter().any(|e| {
+            e["type"] == "tcp_open" && e["local_port"] == cport && e["remote_port"] == port
+        })
+    };
+    agent.wait_for(
+        "every connection of the storm",
+        Duration::from_secs(15),
+        |ev| clients.iter().all(|&c| opened(ev, c)),
+    );
+    let stopped = agent.stop();
     drop(held);
     stopped.assert_nothing_lost();
 
@@ -158,11 +209,7 @@ fn in_its_own_pid_namespace_with_a_host_root_it_reports_host_pids() {
     std::fs::create_dir_all(root.join("proc")).expect("mkdir");
     std::fs::create_dir_all(root.join("sys")).expect("mkdir");
     let stats = root.join("stats.json");
-    let notify_path = root.join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
+    let notify = NotifySocket::bind(root);
     let marker = Command::new("/bin/sleep")
         .arg("30")
         .spawn()
@@ -177,7 +224,7 @@ fn in_its_own_pid_namespace_with_a_host_root_it_reports_host_pids() {
         bin = sonde_bin().display(),
         stats = stats.display(),
     );
-    let agent = Command::new("unshare")
+    let mut agent = Command::new("unshare")
         .args([
             "--mount",
             "--propagation",
@@ -186,21 +233,17 @@ fn in_its_own_pid_namespace_with_a_host_root_it_reports_host_pids() {
             "-c",
             &script,
         ])
-        .env("NOTIFY_SOCKET", &notify_path)
+        .env("NOTIFY_SOCKET", notify.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sonde in namespaces");
     // Run the workload once the agent says it captures (sd_notify READY=1), not after a guess.
-    let mut buf = [0u8; 512];
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !notify
-        .recv(&mut buf)
-        .is_ok_and(|n| String::from_utf8_lossy(&buf[..n]).contains("READY=1"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sonde was not ready after 60 s"
+    if let Err(status) = notify.wait_ready(&mut agent, String::new) {
+        let out = agent.wait_with_output().expect("sonde");
+        panic!(
+            "sonde exited ({status}) before it was ready: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
     let mut workload = Command::new("/bin/true").spawn().expect("workload");
@@ -240,7 +283,19 @@ fn summary_shows_each_container_with_its_processes() {
     let path = format!("/{top}/system.slice/docker-{id}.scope");
     let bundle = Bundle::new(&["/bin/sh", "-c", "sleep 30 & sleep 30 & wait"], &path);
     let container = bundle.spawn(&unique_id("sum"));
-    std::thread::sleep(Duration::from_millis(500));
+    // The shell and its two sleeps are in the container's cgroup before the agent looks.
+    let procs = v2_root().join(&path[1..]).join("cgroup.procs");
+    poll_until(
+        "the container's three processes",
+        Duration::from_secs(10),
+        || {
+            let members = std::fs::read_to_string(&procs).unwrap_or_default();
+            match members.lines().count() {
+                3 => Ok(()),
+                n => Err(n),
+            }
+        },
+    );
     let out = sonde_run()
         .args(["--summary", "--duration", "3s"])
         .stderr(Stdio::null())

@@ -5,7 +5,7 @@
 use std::{process::Command, time::Duration};
 
 use serde_json::Value;
-use sonde_tests::agent::Agent;
+use sonde_tests::{agent::Agent, poll::poll_until};
 
 // Large enough that other processes on a busy host do not push the test's own events out of
 // the retained files, small enough that the test's events rotate several times.
@@ -39,7 +39,22 @@ fn the_output_file_rotates_by_size_without_losing_or_splitting_lines() {
         let mut child = child;
         assert!(child.wait().expect("wait").success());
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // The last exec written out (in the current file, or the one just rotated away).
+    let last = pids[pids.len() - 1];
+    poll_until(
+        "the last exec in the output file",
+        Duration::from_secs(10),
+        || {
+            let written = [path.clone(), rotated(&path, 1)].iter().any(|file| {
+                std::fs::read_to_string(file).is_ok_and(|text| {
+                    text.lines()
+                        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                        .any(|e| e["type"] == "process_exec" && e["pid"] == last)
+                })
+            });
+            if written { Ok(()) } else { Err("not yet") }
+        },
+    );
     let stopped = agent.stop();
     assert!(
         stopped.events.is_empty(),

@@ -3,9 +3,10 @@
 //! agent gives a clear error.
 
 use std::{
-    io::Write,
+    io::{BufRead, BufReader, Write},
     net::TcpStream,
     process::Command,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -14,7 +15,8 @@ use sonde_tests::{
     agent::{Agent, sonde_bin},
     api::{self, free_loopback_addr},
     cgroup::{remove_everywhere, v2_root},
-    runc::{Bundle, container_id, listening, unique_id},
+    poll::{Shown, poll_until},
+    runc::{Bundle, container_id, unique_id, wait_listening},
 };
 
 const SENT: usize = 10_000;
@@ -52,11 +54,7 @@ fn sonde_status_lists_the_container_with_its_processes_and_bytes() {
     let script = format!("sleep 60 & sleep 60 & nc -l -p {port} > /dev/null; exec sleep 60");
     let bundle = Bundle::new(&["/bin/sh", "-c", &script], &path);
     let container = bundle.spawn(&unique_id("st"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !listening(port) {
-        assert!(Instant::now() < deadline, "the container does not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(port);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.write_all(&[b'x'; SENT]).expect("send");
     drop(stream);
@@ -68,19 +66,20 @@ fn sonde_status_lists_the_container_with_its_processes_and_bytes() {
             .map(|t| t.lines().count() as u64)
             .unwrap_or(0)
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let (status, expected) = loop {
+    let what = "the container listed with its processes and bytes";
+    let (status, expected) = poll_until(what, Duration::from_secs(15), || {
         let s = api::status(addr);
         let expected = members();
         let w = workload(&s, &id);
         let ready = w.is_some_and(|w| {
             w["bytes_in"] == SENT as u64 && w["processes"] == expected && expected > 0
         });
-        if ready || Instant::now() > deadline {
-            break (s, expected);
+        if ready {
+            Ok((s, expected))
+        } else {
+            Err(Shown(format!("{expected} members; {s:#}")))
         }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    });
     let w = workload(&status, &id).unwrap_or_else(|| panic!("container not listed: {status:#}"));
     assert_eq!(w["processes"], expected, "{w:#}");
     assert_eq!(w["bytes_in"], SENT as u64, "{w:#}");
@@ -143,20 +142,47 @@ fn sonde_status_lists_the_container_with_its_processes_and_bytes() {
     let doc: Value = serde_json::from_slice(&out.stdout).expect("sonde status --output json");
     assert!(workload(&doc, &id).is_some(), "{doc:#}");
 
-    // --watch redraws every second; not a terminal, so no ANSI clear.
+    // --watch redraws every second; not a terminal, so no ANSI clear. Each frame is timed as
+    // it arrives: three frames, two redraws about a second apart.
     let mut watch = Command::new(sonde_bin())
         .args(["status", "--watch", "--api", &addr.to_string()])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("sonde status --watch");
-    std::thread::sleep(Duration::from_millis(2500));
+    let seen = Arc::new(Mutex::new((String::new(), Vec::<Instant>::new())));
+    let reader = {
+        let (stdout, seen) = (watch.stdout.take().expect("stdout"), Arc::clone(&seen));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut seen = seen.lock().expect("lock");
+                if line.contains("Sonde ") {
+                    seen.1.push(Instant::now());
+                }
+                seen.0.push_str(&line);
+                seen.0.push('\n');
+            }
+        })
+    };
+    let frames = poll_until(
+        "three frames of sonde status --watch",
+        Duration::from_secs(10),
+        || {
+            let seen = seen.lock().expect("lock");
+            if seen.1.len() >= 3 {
+                Ok(seen.1.clone())
+            } else {
+                Err(Shown(seen.0.clone()))
+            }
+        },
+    );
     let _ = watch.kill();
-    let out = watch.wait_with_output().expect("wait");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let frames = text.matches("Sonde ").count();
+    let _ = watch.wait();
+    reader.join().expect("watch reader");
+    let text = seen.lock().expect("lock").0.clone();
+    let redraws = frames[2] - frames[0];
     assert!(
-        (2..=4).contains(&frames),
-        "{frames} frames in 2.5 s:\n{text}"
+        (Duration::from_millis(1500)..=Duration::from_secs(3)).contains(&redraws),
+        "two redraws took {redraws:?}, not about 2 s:\n{text}"
     );
     assert!(!text.contains('\x1b'), "ANSI codes on a pipe: {text:?}");
 

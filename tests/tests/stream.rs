@@ -2,18 +2,36 @@
 //! type; a reader that never reads is dropped and counted while capture goes on, with the
 //! agent's memory bounded; readers beyond `--api-max-subscribers` get 503.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, process::Command, time::Duration};
 
 use serde_json::Value;
 use sonde_tests::{
     agent::Agent,
     api::{self, EventStream, StalledReader},
     cgroup::{TestCgroup, remove_everywhere},
+    poll::{Shown, poll_until},
     runc::{Bundle, container_id, unique_id},
 };
+
+/// Waits until `GET /v1/status` holds `done`, and returns that status document.
+fn status_until(addr: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    poll_until(what, Duration::from_secs(10), || {
+        let status = api::status(addr);
+        if done(&status) {
+            Ok(status)
+        } else {
+            Err(Shown(status))
+        }
+    })
+}
+
+/// Waits until the agent counts `n` stream subscribers (readers join at the pipeline's next
+/// drain, and leave at the one after they close).
+fn wait_subscribers(addr: SocketAddr, n: u64) -> Value {
+    status_until(addr, &format!("{n} stream subscribers"), |s| {
+        s["agent"]["stream"]["subscribers"] == n
+    })
+}
 
 const LOAD: &str = env!("CARGO_BIN_EXE_bench-load");
 
@@ -52,8 +70,7 @@ fn events_are_filtered_by_container_unit_and_type() {
     let by_unit = EventStream::open(addr, &format!("unit={unit}"));
     let execs = EventStream::open(addr, "type=exec");
     let everything = EventStream::open(addr, "");
-    // Subscribers join at the pipeline's next drain.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_subscribers(addr, 4);
 
     let bundle = Bundle::new(
         &["/bin/sh", "-c", "for i in 1 2 3 4; do /bin/true; done"],
@@ -70,10 +87,10 @@ fn events_are_filtered_by_container_unit_and_type() {
         (ctr.count(), unit.count())
     };
     let t = Duration::from_secs(10);
-    let ctr_events = by_container.wait_for(t, |ev| mine(ev).0 >= 4);
-    let unit_events = by_unit.wait_for(t, |ev| mine(ev).1 >= 3);
-    let exec_events = execs.wait_for(t, |ev| mine(ev) == (4, 3));
-    let all_events = everything.wait_for(t, |ev| mine(ev) == (4, 3));
+    let ctr_events = by_container.wait_for("the container's 4 execs", t, |ev| mine(ev).0 >= 4);
+    let unit_events = by_unit.wait_for("the unit's 3 execs", t, |ev| mine(ev).1 >= 3);
+    let exec_events = execs.wait_for("the 4 + 3 execs", t, |ev| mine(ev) == (4, 3));
+    let all_events = everything.wait_for("the 4 + 3 execs", t, |ev| mine(ev) == (4, 3));
     let stopped = agent.stop();
     drop(unit_cg);
     remove_everywhere(&format!("{top}/system.slice/x"), "");
@@ -131,15 +148,7 @@ fn a_stalled_reader_is_dropped_and_counted_while_capture_goes_on() {
     let addr = agent.api();
     let live = EventStream::open(addr, "type=exec");
     let stalled = StalledReader::open(addr);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let before = loop {
-        let s = api::status(addr);
-        if s["agent"]["stream"]["subscribers"] == 2 || Instant::now() > deadline {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(before["agent"]["stream"]["subscribers"], 2, "{before}");
+    let before = wait_subscribers(addr, 2);
     assert_eq!(before["agent"]["lost"]["events_subscribers_dropped"], 0);
     let rss_before = agent.rss_kib();
 
@@ -160,29 +169,27 @@ fn a_stalled_reader_is_dropped_and_counted_while_capture_goes_on() {
     let rss_after = agent.rss_kib();
 
     // Dropped and counted, and its connection closed by the agent.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        let s = api::status(addr);
-        if s["agent"]["lost"]["events_subscribers_dropped"].as_u64() >= Some(1)
-            || Instant::now() > deadline
-        {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(
-        status["agent"]["lost"]["events_subscribers_dropped"].as_u64() >= Some(1),
-        "the stalled reader was not dropped: {status}"
-    );
+    let status = status_until(addr, "the stalled reader to be dropped", |s| {
+        s["agent"]["lost"]["events_subscribers_dropped"].as_u64() >= Some(1)
+    });
     assert_eq!(
         status["agent"]["stream"]["events_subscribers_dropped"],
         status["agent"]["lost"]["events_subscribers_dropped"]
     );
-    assert!(
-        stalled.closed_by_agent(Duration::from_secs(15)),
-        "the agent kept the stalled reader's connection open: {}, live reader got {} events",
-        api::status(addr)["agent"]["stream"],
-        live.events().len()
+    poll_until(
+        "the agent to close the stalled reader's connection",
+        Duration::from_secs(15),
+        || {
+            if stalled.closed_by_agent() {
+                Ok(())
+            } else {
+                Err(Shown(format!(
+                    "still open; stream {}, live reader got {} events",
+                    api::status(addr)["agent"]["stream"],
+                    live.len()
+                )))
+            }
+        },
     );
 
     // Capture went on: a process started now is on stdout and on the live stream.
@@ -191,8 +198,14 @@ fn a_stalled_reader_is_dropped_and_counted_while_capture_goes_on() {
     let mut child = child;
     assert!(child.wait().expect("wait").success());
     let is_mine = |e: &Value| e["type"] == "process_exec" && e["pid"] == pid;
-    let live_events = live.wait_for(Duration::from_secs(10), |ev| ev.iter().any(is_mine));
-    agent.wait_for(Duration::from_secs(10), |ev| ev.iter().any(is_mine));
+    let live_events = live.wait_for(
+        "the new exec on the live stream",
+        Duration::from_secs(10),
+        |ev| ev.iter().any(is_mine),
+    );
+    agent.wait_for("the new exec on stdout", Duration::from_secs(10), |ev| {
+        ev.iter().any(is_mine)
+    });
     let execs_seen = live_events.len();
     let stopped = agent.stop();
     assert!(stopped.events.iter().any(is_mine), "capture stopped");
@@ -245,15 +258,7 @@ fn readers_beyond_the_limit_get_503_and_bad_filters_400() {
     assert_eq!(code, 400, "{body}");
     first.close();
     // The slot is free again once the first reader is gone.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = api::status(addr);
-        if s["agent"]["stream"]["subscribers"] == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "subscriber not released: {s}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_subscribers(addr, 0);
     let second = EventStream::open(addr, "");
     second.close();
     agent.stop();
