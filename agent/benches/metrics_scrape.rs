@@ -191,7 +191,11 @@ fn main() {
     let addr = listener.local_addr().expect("addr");
     let _server = {
         let _entered = runtime.enter();
-        http::spawn(listener, Arc::clone(&registry))
+        http::spawn(
+            listener,
+            http::server_options(sonde::http::server::DEFAULT_HEADER_TIMEOUT),
+            Arc::clone(&registry),
+        )
     };
     let rss_serving = rss() as i64;
     let mut http_times = Vec::with_capacity(SCRAPES);

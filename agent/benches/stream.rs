@@ -98,8 +98,9 @@ fn measure(label: &str, query: &str, matching_every: u64) {
     let (_status_tx, status_rx) = sonde::pipeline::health::channel(Default::default());
     let server_thread = std::thread::spawn(move || {
         runtime.block_on(async move {
-            let server = api::serve(
+            let (server, _stats) = api::serve(
                 listener,
+                &opts,
                 ApiState {
                     stream: handle,
                     status: status_rx,

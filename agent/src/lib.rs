@@ -7,6 +7,7 @@
 //!   attributes every event to a container, pod or host service;
 //! - [`export`]: sinks (NDJSON / text event stream, Prometheus metrics, status, stream fan-out);
 //! - [`kube`]: Kubernetes metadata (kubelet client, apiserver watches, pod store, remote index);
+//! - [`http`]: the one HTTP server (cap, timeouts, bodies) that `/metrics` and the API use;
 //! - [`api`] / [`client`]: the HTTP API (`/v1/events`, `/v1/status`) and `sonde status`;
 //! - [`config`]: one configuration model (defaults < file < env < flags);
 //! - [`run`]: the `sonde run` pipeline tying them together.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod enrich;
 pub mod event;
 pub mod export;
+pub mod http;
 pub mod kube;
 pub mod logging;
 pub mod memory;

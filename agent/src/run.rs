@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::{
-    api::{self, ApiError, ApiOptions, ApiState},
+    api::{self, ApiOptions, ApiState},
     capture::{Capture, CaptureError, CaptureOptions, ProbeStatus},
     config::{Config, KubernetesConfig},
     enrich::KubeJoin,
@@ -16,8 +16,7 @@ use crate::{
         Context, OutputFormat,
         fanout::{HubSink, StreamHub},
         metrics::{
-            self, Metrics, MetricsError, MetricsOptions, labels::PodStoreLabels,
-            pipeline::PipelineMetrics,
+            self, Metrics, MetricsOptions, labels::PodStoreLabels, pipeline::PipelineMetrics,
         },
         output::{BATCH_BYTES, Batcher, EventOutput, OUTPUT_QUEUE},
         rotate::{RotateError, RotateOptions, RotatingFile},
@@ -90,6 +89,7 @@ impl RunOptions {
                 listen: config.metrics.listen,
                 max_series: config.metrics.max_series,
                 remote_ip_allowlist: config.metrics.remote_ip_allowlist.clone(),
+                header_timeout: config.metrics.header_timeout,
             }),
             output_file: config.output.file.clone().map(|path| RotateOptions {
                 path,
@@ -100,6 +100,7 @@ impl RunOptions {
                 listen: config.api.listen,
                 max_subscribers: config.events.max_subscribers,
                 subscriber_queue: config.events.subscriber_buffer,
+                header_timeout: config.api.header_timeout,
             }),
         }
     }
@@ -144,8 +145,9 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     OutputFile(#[from] RotateError),
+    /// The metrics endpoint or the API cannot listen (each message names its own flag).
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Listen(#[from] crate::http::BindError),
     #[error("cannot write statistics to {path}: {source}")]
     Stats {
         path: PathBuf,
@@ -153,8 +155,6 @@ pub enum RunError {
     },
     #[error("ring buffer reader failed: {0}")]
     Reader(std::io::Error),
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
 }
 
 impl RunError {
@@ -163,8 +163,7 @@ impl RunError {
             RunError::Capture(e) => e.exit_code(),
             RunError::Node(_) => 69,
             RunError::Stats { .. } | RunError::OutputFile(_) => 73,
-            RunError::Api(_) => 75,
-            RunError::Metrics(_) => 75,
+            RunError::Listen(_) => 75,
             _ => 1,
         }
     }
@@ -308,7 +307,11 @@ pub async fn run(
         None => None,
     };
     let metrics_listener = match &opts.metrics {
-        Some(m) => Some((metrics::http::bind(m.listen).await?, Metrics::new(m))),
+        Some(m) => Some((
+            metrics::http::bind(m.listen).await?,
+            Metrics::new(m),
+            m.header_timeout,
+        )),
         None => None,
     };
     let mut capture = Capture::start(&opts.capture)?;
@@ -367,7 +370,7 @@ pub async fn run(
         None => pipeline.sink(EventOutput::new(opts.output, writer)),
     };
     let mut servers = Vec::new();
-    if let Some((listener, metrics)) = metrics_listener {
+    if let Some((listener, metrics, metrics_header_timeout)) = metrics_listener {
         // Pod names are resolved at scrape time: series counted before the kubelet knew a
         // container are labelled as soon as it does (rule 6).
         let metrics = metrics.with_label_source(Arc::new(PodStoreLabels(Arc::clone(&pods))));
@@ -375,21 +378,27 @@ pub async fn run(
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving Prometheus metrics at http://{addr}/metrics");
         }
-        servers.push(metrics::http::spawn(
+        let (server, stats) = metrics::http::spawn(
             listener,
+            metrics::http::server_options(metrics_header_timeout),
             Arc::new(metrics.prometheus_registry()),
-        ));
+        );
+        servers.push(server);
+        pipeline.server("metrics", stats);
         pipeline.sink(PipelineMetrics::new(&metrics));
     }
     if let (Some(api), Some(listener)) = (&opts.api, api_listener) {
         let (hub, handle) = StreamHub::new(api.subscriber_queue, api.max_subscribers);
-        servers.push(api::serve(
+        let (server, stats) = api::serve(
             listener,
+            api,
             ApiState {
                 stream: handle,
                 status: health_rx.clone(),
             },
-        ));
+        );
+        servers.push(server);
+        pipeline.server("api", stats);
         pipeline.sink(HubSink {
             hub,
             max_subscribers: api.max_subscribers,

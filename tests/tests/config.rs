@@ -178,7 +178,7 @@ fn unknown_key_names_file_line_column_and_allowed_keys() {
     );
     let expected = format!(
         "sonde: {}:7:3: unknown key \"metrics.lisen\" (allowed: enabled, listen, max_series, \
-         remote_ip_allowlist)\n",
+         remote_ip_allowlist, header_timeout)\n",
         file.display()
     );
     assert_eq!(

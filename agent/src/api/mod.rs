@@ -10,22 +10,36 @@ pub mod body;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{Method, Request, Response, StatusCode, header};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::body::Incoming;
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 
-use crate::export::{
-    fanout::{self, StreamHandle, SubscribeError},
-    filter::Filter,
-    status::Status,
+use crate::{
+    export::{
+        fanout::{self, StreamHandle, SubscribeError},
+        filter::Filter,
+        status::Status,
+    },
+    http::{
+        self as server, BindError, Body, Conn, Endpoint, Handler, ServerOptions, ServerStats,
+        server::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS},
+    },
 };
-use body::ApiBody;
 
 /// Where the API listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
+/// How bind errors name this endpoint.
+const ENDPOINT: Endpoint = Endpoint {
+    name: "the API",
+    flag: "--api-listen",
+    default_port: 9465,
+};
 /// A subscriber dropped for falling behind gets this long to read its last line before its
 /// connection is closed (a stalled reader would otherwise hold it open for ever).
 const DROP_GRACE: Duration = Duration::from_secs(2);
+/// Kernel send buffer of an API connection. Bounded (no autotuning to megabytes), so a
+/// stalled event reader fills it quickly and is dropped by its queue instead of parking
+/// megabytes in the kernel; ample for loopback and LAN readers.
+const SEND_BUFFER: usize = 256 << 10;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiOptions {
@@ -34,6 +48,8 @@ pub struct ApiOptions {
     pub max_subscribers: usize,
     /// Batches (≤ 128 KiB each) queued per reader before it is dropped as too slow.
     pub subscriber_queue: usize,
+    /// A client must send each request head within this (see [`crate::http::server`]).
+    pub header_timeout: Duration,
 }
 
 impl Default for ApiOptions {
@@ -42,22 +58,29 @@ impl Default for ApiOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
             max_subscribers: fanout::DEFAULT_MAX_SUBSCRIBERS,
             subscriber_queue: fanout::DEFAULT_QUEUE,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error(
-        "cannot listen on {addr} for the API: {source}. Fix: stop what uses that port (another \
-         `sonde run`?), choose another address with --api-listen (api.listen), or turn the API \
-         off with --api-listen off"
-    )]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+impl ApiOptions {
+    /// The server's limits: those of /metrics, except the connection cap, which is
+    /// `max_subscribers` plus the /metrics cap — streams hold their connection for as long as
+    /// they read, and with a cap of only `max_subscribers` a full set of readers would leave
+    /// no room for `/v1/status` or for answering the next reader `503`.
+    pub fn server_options(&self) -> ServerOptions {
+        ServerOptions {
+            max_connections: self.max_subscribers.saturating_add(DEFAULT_MAX_CONNECTIONS),
+            header_timeout: self.header_timeout,
+            close_grace: DROP_GRACE,
+            send_buffer: Some(SEND_BUFFER),
+            ..ServerOptions::new("api")
+        }
+    }
 }
+
+/// Bind errors of the API (they name `--api-listen`).
+pub type ApiError = BindError;
 
 /// What the handlers read: the stream to subscribe to and the latest status snapshot.
 #[derive(Clone)]
@@ -69,89 +92,32 @@ pub struct ApiState {
 
 /// Binds the listener (so a taken port fails the run before capture starts).
 pub async fn bind(opts: &ApiOptions) -> Result<TcpListener, ApiError> {
-    TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| ApiError::Bind {
-            addr: opts.listen,
-            source,
-        })
+    server::bind(ENDPOINT, opts.listen).await
 }
 
 /// Serves the API on `listener` until the task is aborted.
-pub fn serve(listener: TcpListener, state: ApiState) -> JoinHandle<()> {
+pub fn serve(
+    listener: TcpListener,
+    opts: &ApiOptions,
+    state: ApiState,
+) -> (JoinHandle<()>, Arc<ServerStats>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "API listening (GET /v1/events, GET /v1/status)");
     }
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(s) => s,
-                Err(err) => {
-                    // Out of fds and the like: wait and go on, the capture is unaffected.
-                    tracing::warn!(%err, "API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            limit_send_buffer(&stream);
-            let state = state.clone();
-            tokio::spawn(async move {
-                let kill = Arc::new(Notify::new());
-                let conn_kill = Arc::clone(&kill);
-                let svc = service_fn(move |req| {
-                    let state = state.clone();
-                    let kill = Arc::clone(&conn_kill);
-                    async move { Ok::<_, std::convert::Infallible>(handle(req, &state, kill)) }
-                });
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                tokio::select! {
-                    result = conn => {
-                        if let Err(err) = result {
-                            tracing::debug!(%peer, %err, "API connection ended");
-                        }
-                    }
-                    _ = async { kill.notified().await; tokio::time::sleep(DROP_GRACE).await } => {
-                        tracing::debug!(%peer, "closed the connection of a dropped event subscriber");
-                    }
-                }
-            });
-        }
-    })
+    server::serve(listener, opts.server_options(), state)
 }
 
-/// Kernel send buffer of an API connection. Bounded (no autotuning to megabytes), so a
-/// stalled event reader fills it quickly and is dropped by its queue instead of parking
-/// megabytes in the kernel; ample for loopback and LAN readers.
-const SEND_BUFFER: libc::c_int = 256 << 10;
-
-fn limit_send_buffer(stream: &tokio::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&SEND_BUFFER as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(err = %std::io::Error::last_os_error(), "SO_SNDBUF not set");
+impl Handler for ApiState {
+    fn handle(&self, req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+        handle(req, self, Arc::clone(&conn.close))
     }
 }
 
-fn plain(status: StatusCode, text: String) -> Response<ApiBody> {
-    let mut resp = Response::new(ApiBody::full(text + "\n"));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
+fn plain(status: StatusCode, text: String) -> Response<Body> {
+    server::plain(status, text + "\n")
 }
 
-fn handle(req: Request<Incoming>, state: &ApiState, kill: Arc<Notify>) -> Response<ApiBody> {
+fn handle(req: Request<Incoming>, state: &ApiState, kill: Arc<Notify>) -> Response<Body> {
     let path = req.uri().path();
     let known = matches!(path, "/v1/events" | "/v1/status");
     if !known {
@@ -180,7 +146,7 @@ fn handle(req: Request<Incoming>, state: &ApiState, kill: Arc<Notify>) -> Respon
             status.agent.lost.events_subscribers_dropped = live.subscribers_dropped;
             match serde_json::to_vec(&status) {
                 Ok(json) => {
-                    let mut resp = Response::new(ApiBody::full(json));
+                    let mut resp = Response::new(Body::full(json));
                     resp.headers_mut().insert(
                         header::CONTENT_TYPE,
                         header::HeaderValue::from_static("application/json"),
@@ -197,7 +163,7 @@ fn handle(req: Request<Incoming>, state: &ApiState, kill: Arc<Notify>) -> Respon
     }
 }
 
-fn events(query: &str, state: &ApiState, kill: Arc<Notify>) -> Response<ApiBody> {
+fn events(query: &str, state: &ApiState, kill: Arc<Notify>) -> Response<Body> {
     let filter = match Filter::parse(query) {
         Ok(f) => f,
         Err(err) => return plain(StatusCode::BAD_REQUEST, err.to_string()),
@@ -205,7 +171,7 @@ fn events(query: &str, state: &ApiState, kill: Arc<Notify>) -> Response<ApiBody>
     match state.stream.subscribe(filter, kill) {
         Ok(sub) => {
             tracing::debug!(query, "event stream subscriber connected");
-            let mut resp = Response::new(ApiBody::Events(sub));
+            let mut resp = Response::new(Body::stream(sub));
             let h = resp.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,

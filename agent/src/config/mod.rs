@@ -163,6 +163,8 @@ pub struct MetricsConfig {
     pub max_series: usize,
     /// Remote addresses kept as labels; others are aggregated.
     pub remote_ip_allowlist: Vec<Cidr>,
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 impl Default for MetricsConfig {
@@ -172,6 +174,7 @@ impl Default for MetricsConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
             max_series: 10_000,
             remote_ip_allowlist: Vec::new(),
+            header_timeout: crate::http::server::DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -182,6 +185,8 @@ impl Default for MetricsConfig {
 pub struct ApiConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -189,6 +194,7 @@ impl Default for ApiConfig {
         Self {
             enabled: true,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9465)),
+            header_timeout: crate::http::server::DEFAULT_HEADER_TIMEOUT,
         }
     }
 }

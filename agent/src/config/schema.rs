@@ -511,6 +511,12 @@ pub static KEYS: &[Key] = &[
         "Remote addresses kept as a label on connection metrics; others are aggregated (bounded cardinality).",
     ),
     key(
+        "metrics.header_timeout",
+        Kind::Duration,
+        None,
+        "A client of `/metrics` must send its request head within this, counted from connecting and again after each response (so it is also the keep-alive idle timeout); else the connection is closed.",
+    ),
+    key(
         "api.enabled",
         Kind::Bool,
         None,
@@ -521,6 +527,12 @@ pub static KEYS: &[Key] = &[
         Kind::Addr,
         Some("--api-listen"),
         "Address of the status API and event stream (`/v1/status`, `/v1/events`); the flag also takes `off` (`api.enabled: false`).",
+    ),
+    key(
+        "api.header_timeout",
+        Kind::Duration,
+        None,
+        "A client of the API must send its request head within this, counted from connecting and again after each response (so it is also the keep-alive idle timeout; an event stream being read is never cut by it); else the connection is closed.",
     ),
     key(
         "events.max_subscribers",

@@ -153,7 +153,7 @@ fn unknown_keys_name_the_position_and_the_allowed_keys() {
     assert_eq!(
         err(file, &[], &Overrides::default()),
         "/etc/sonde/sonde.yaml:7:3: unknown key \"metrics.lisen\" (allowed: enabled, listen, \
-         max_series, remote_ip_allowlist)"
+         max_series, remote_ip_allowlist, header_timeout)"
     );
     let e = err("metrix:\n  listen: x\n", &[], &Overrides::default());
     assert!(

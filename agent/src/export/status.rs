@@ -58,6 +58,7 @@ impl Status {
                     kubelet: h.kubelet.as_ref().map(SourceState::from_kubelet),
                     apiserver: h.apiserver.as_ref().map(SourceState::from_apiserver),
                 },
+                servers: h.servers.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             },
             workloads: h.workloads.iter().map(WorkloadStatus::from).collect(),
         }
@@ -107,6 +108,9 @@ pub struct Health {
     pub bootstrap: Option<BootstrapStatus>,
     pub tables: Tables,
     pub metadata: Metadata,
+    /// Connection counters of the HTTP servers, by server (`metrics`, `api`).
+    #[serde(default)]
+    pub servers: BTreeMap<String, crate::http::ServerCounts>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::{
     capture::{CounterValues, ProbeStatus},
     export::summary::Workload,
+    http::ServerCounts,
     kube::{ApiserverSyncState, KubeletSyncState},
 };
 
@@ -98,6 +99,8 @@ pub struct Health {
     pub metrics_publish_deferred: Option<u64>,
     pub kubelet: Option<KubeletSyncState>,
     pub apiserver: Option<ApiserverSyncState>,
+    /// The HTTP servers' connection counters, by server (`metrics`, `api`).
+    pub servers: BTreeMap<&'static str, ServerCounts>,
 }
 
 impl Default for Health {
@@ -123,6 +126,7 @@ impl Default for Health {
             metrics_publish_deferred: None,
             kubelet: None,
             apiserver: None,
+            servers: BTreeMap::new(),
         }
     }
 }

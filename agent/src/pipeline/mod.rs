@@ -11,6 +11,7 @@ pub mod sink;
 
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -20,6 +21,7 @@ use crate::{
     capture::{CounterValues, KernelCounters, ProbeStatus, RecordSink, decode::decode},
     enrich::{self, Attribution, KubeJoin},
     event::Event,
+    http::ServerStats,
     kube::ApiserverSyncState,
     node::{Bootstrap, NodeModel},
 };
@@ -55,6 +57,8 @@ pub struct Pipeline<'a> {
     /// The kernel's drop counters (`None` in unit tests: all zero).
     counters: Option<&'a KernelCounters>,
     apiserver: Option<watch::Receiver<ApiserverSyncState>>,
+    /// The HTTP servers whose connection counters the health model shows.
+    servers: Vec<(&'static str, Arc<ServerStats>)>,
     events: BTreeMap<&'static str, u64>,
     decode_errors: u64,
     /// Ring buffer bytes (records with their 8-byte headers, 8-aligned) drained in this
@@ -92,6 +96,7 @@ impl<'a> Pipeline<'a> {
             bootstrap_stats: None,
             counters: None,
             apiserver: None,
+            servers: Vec::new(),
             events: BTreeMap::new(),
             decode_errors: 0,
             drain_bytes: 0,
@@ -120,6 +125,12 @@ impl<'a> Pipeline<'a> {
     /// Follows the apiserver source's state for the health model.
     pub fn apiserver(&mut self, state: watch::Receiver<ApiserverSyncState>) -> &mut Self {
         self.apiserver = Some(state);
+        self
+    }
+
+    /// Shows an HTTP server's connection counters in the health model.
+    pub fn server(&mut self, name: &'static str, stats: Arc<ServerStats>) -> &mut Self {
+        self.servers.push((name, stats));
         self
     }
 
@@ -220,6 +231,9 @@ impl<'a> Pipeline<'a> {
         };
         h.kubelet = self.kube.kubelet.as_ref().map(|k| k.state());
         h.apiserver = self.apiserver.as_ref().map(|a| a.borrow().clone());
+        for (name, stats) in &self.servers {
+            h.servers.insert(name, stats.snapshot());
+        }
         for sink in &mut self.sinks {
             sink.health(&self.node, h);
         }

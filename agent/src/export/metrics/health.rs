@@ -3,6 +3,7 @@
 //! time and memory read from /proc/self at scrape time.
 
 use std::{
+    collections::BTreeMap,
     fmt,
     sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
@@ -19,6 +20,7 @@ use super::{
     registry::WorkloadRegistry,
 };
 use crate::{
+    http::ServerCounts,
     kube::{ApiserverSyncState, KindSyncState},
     pipeline::health::{self, HealthReceiver},
 };
@@ -290,6 +292,7 @@ pub(super) fn encode(
     if let Some(a) = &h.apiserver {
         encode_apiserver(a, encoder)?;
     }
+    encode_servers(&h.servers, encoder)?;
 
     if let Some(usage) = SelfUsage::read() {
         let mut m = encoder.encode_descriptor(
@@ -314,6 +317,52 @@ pub(super) fn encode(
 fn unix(t: Option<SystemTime>) -> f64 {
     t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A per-server family: name, help, and the value of a server's counters.
+type ServerFamily = (&'static str, &'static str, fn(&ServerCounts) -> u64);
+
+/// The HTTP servers' connection counters, one series per server (label `server`).
+fn encode_servers(
+    servers: &BTreeMap<&'static str, ServerCounts>,
+    encoder: &mut DescriptorEncoder,
+) -> fmt::Result {
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let counters: [ServerFamily; 3] = [
+        (
+            "sonde_http_connections",
+            "Connections accepted by the agent's HTTP server",
+            |c| c.accepted,
+        ),
+        (
+            "sonde_http_connections_waited",
+            "Connections that waited for a slot because the server's connection cap was reached",
+            |c| c.waited_at_cap,
+        ),
+        (
+            "sonde_http_header_timeouts",
+            "Connections closed because no request head came within the header timeout",
+            |c| c.header_timeouts,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (server, c) in servers {
+            counter(&mut m, &Labels::one("server", server), value(c))?;
+        }
+    }
+    let mut m = encoder.encode_descriptor(
+        "sonde_http_connections_open",
+        "Connections open now on the agent's HTTP server",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (server, c) in servers {
+        gauge(&mut m, &Labels::one("server", server), c.active as i64)?;
+    }
+    Ok(())
 }
 
 /// A per-kind family: name, help, and the value of a kind's state.

@@ -51,6 +51,8 @@ pub struct MetricsOptions {
     /// Remote addresses inside these networks appear as themselves in the `remote` label
     /// (otherwise only resolved names, or `unknown`).
     pub remote_ip_allowlist: Vec<IpCidr>,
+    /// A scraper must send each request head within this (see [`crate::http::server`]).
+    pub header_timeout: std::time::Duration,
 }
 
 impl Default for MetricsOptions {
@@ -59,6 +61,7 @@ impl Default for MetricsOptions {
             listen: DEFAULT_LISTEN,
             max_series: DEFAULT_MAX_SERIES,
             remote_ip_allowlist: Vec::new(),
+            header_timeout: crate::http::server::DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
