@@ -14,10 +14,7 @@ pub mod tracefs;
 
 use std::time::Duration;
 
-use aya::{
-    EbpfLoader,
-    maps::{PerCpuArray, RingBuf},
-};
+use aya::maps::{PerCpuArray, RingBuf};
 use sonde_common::names;
 
 pub use counters::{CounterValues, KernelCounters};
@@ -126,11 +123,9 @@ impl Capture {
         if !size.is_power_of_two() || size < 4096 {
             return Err(CaptureError::RingBufferSize(size));
         }
-        // aya's loader parses the kernel's BTF when created (~17 MiB of heap for vmlinux) to
-        // apply CO-RE relocations; our programs have none, so drop it at once, before building
-        // our own (much smaller) index: the two peaks never add up.
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
+        // A loader that never parses the kernel's BTF (see object::loader): our own much
+        // smaller index gives the offsets.
+        let mut loader = object::loader();
         release_freed_memory();
         let tracefs = tracefs::Tracefs::find_or_mount()?;
         // The BTF index is dropped once the offsets are known.
