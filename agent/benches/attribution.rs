@@ -9,7 +9,7 @@ use sonde::{
     enrich::{self, KubeJoin},
     event::{ConnEvent, ConnPhase, Event},
     kube,
-    node::{NodeModel, NodeOptions},
+    node::{NodeConfig, NodeModel},
 };
 use sonde_common::record::{
     ConnRecord, ExecRecord, ExitRecord, ForkRecord, Header, RecordKind, TaskIdentity, conn_flags,
@@ -108,7 +108,7 @@ fn header(kind: RecordKind, i: u64) -> Header {
 }
 
 fn main() {
-    let mut node = NodeModel::new(&NodeOptions::default()).expect("cgroup v2 on this machine");
+    let mut node = NodeModel::new(&NodeConfig::default()).expect("cgroup v2 on this machine");
     for c in 0..CONTAINERS {
         node.cgroups.created(
             1_000_000 + c,

@@ -14,7 +14,7 @@ use std::{
 use sonde::{
     enrich::Attribution,
     event::{ConnEvent, ConnPhase, Event},
-    export::metrics::{Metrics, MetricsOptions, health::SelfUsage, http, stream},
+    export::metrics::{Metrics, MetricsConfig, health::SelfUsage, http, stream},
     node::{cgroup::CgroupInfo, cgroup_path},
 };
 use sonde_common::record::{ConnRecord, ExecRecord, ExitRecord, conn_flags, direction};
@@ -43,10 +43,10 @@ fn mib(bytes: i64) -> f64 {
 
 fn main() {
     let rss_start = rss() as i64;
-    let metrics = Metrics::new(&MetricsOptions {
+    let metrics = Metrics::new(&MetricsConfig {
         // Remotes named by address, as with an allow-list: the label values are distinct.
         remote_ip_allowlist: vec!["10.0.0.0/8".parse().expect("cidr")],
-        ..MetricsOptions::default()
+        ..MetricsConfig::default()
     });
     let mut acc = metrics.accumulator();
     // SAFETY: all-zero is a valid value of these plain-data records.

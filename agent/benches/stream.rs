@@ -17,9 +17,9 @@ use std::{
 };
 
 use sonde::{
-    api::{self, ApiOptions, ApiState},
+    api::{self, ApiConfig, ApiState},
     export::{
-        fanout::{STREAM_BATCH_BYTES, StreamHub},
+        fanout::{EventsConfig, STREAM_BATCH_BYTES, StreamHub},
         filter::FilterKeys,
     },
     node::{cgroup::CgroupInfo, cgroup_path::CgroupIdentity},
@@ -88,19 +88,21 @@ fn measure(label: &str, query: &str, matching_every: u64) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let opts = ApiOptions {
+    let opts = ApiConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..ApiOptions::default()
+        ..ApiConfig::default()
     };
+    let events = EventsConfig::default();
     let listener = runtime.block_on(api::bind(&opts)).expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let (mut hub, handle) = StreamHub::new(opts.subscriber_queue, opts.max_subscribers);
+    let (mut hub, handle) = StreamHub::new(events.subscriber_buffer, events.max_subscribers);
     let (_status_tx, status_rx) = sonde::pipeline::health::channel(Default::default());
     let server_thread = std::thread::spawn(move || {
         runtime.block_on(async move {
             let (server, _stats) = api::serve(
                 listener,
                 &opts,
+                &events,
                 ApiState {
                     stream: handle,
                     status: status_rx,

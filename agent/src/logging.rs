@@ -12,6 +12,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// `log.*`: the agent's own logs on stderr.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `sonde=debug,aya=info`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
 /// Installs the global subscriber. `level` is a tracing filter (`info`, `debug`,
 /// `sonde=debug,aya=info`, ...); aya's own chatter stays at warn unless asked for.
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {

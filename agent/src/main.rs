@@ -217,7 +217,7 @@ fn run_command(args: &RunArgs, loaded: Loaded) -> ExitCode {
     }
     let text_flag = loaded.source("output.format")
         == Some(&config::Source::Flag("--output".into()))
-        && config.output.format == config::OutputFormatSetting::Text;
+        && config.output.format == sonde::export::output::OutputFormatSetting::Text;
     if config.output.file.is_some() && text_flag {
         eprintln!(
             "sonde: error: --output-file writes NDJSON only. Fix: drop `--output text`, or drop \

@@ -8,15 +8,15 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::{
-    api::{self, ApiOptions, ApiState},
-    capture::{Capture, CaptureError, CaptureOptions, ProbeStatus},
-    config::{Config, KubernetesConfig},
+    api::{self, ApiConfig, ApiState},
+    capture::{Capture, CaptureConfig, CaptureError, ProbeStatus},
+    config::Config,
     enrich::KubeJoin,
     export::{
         Context, OutputFormat,
-        fanout::{HubSink, StreamHub},
+        fanout::{EventsConfig, HubSink, StreamHub},
         metrics::{
-            self, Metrics, MetricsOptions, labels::PodStoreLabels, pipeline::PipelineMetrics,
+            self, Metrics, MetricsConfig, labels::PodStoreLabels, pipeline::PipelineMetrics,
         },
         output::{BATCH_BYTES, Batcher, EventOutput, OUTPUT_QUEUE},
         rotate::{RotateError, RotateOptions, RotatingFile},
@@ -24,10 +24,11 @@ use crate::{
         writer::OutputWriter,
     },
     kube::{
-        ApiserverHandle, ApiserverSyncState, KubeletConfig, KubeletSyncState, PodStore,
-        RemoteIndex, detect, resolve_node_name, spawn_apiserver_source, spawn_kubelet_source,
+        ApiserverHandle, ApiserverSyncState, KubeletConfig, KubeletSyncState, KubernetesConfig,
+        PodStore, RemoteIndex, detect, resolve_node_name, spawn_apiserver_source,
+        spawn_kubelet_source,
     },
-    node::{self, NodeModel, NodeOptions, cgroup::CgroupError, hostfs::HostRoot},
+    node::{self, NodeConfig, NodeModel, cgroup::CgroupError},
     pipeline::{
         Formatter, HealthBase, Pipeline, SinkError,
         health::{self, BootstrapStats, Health},
@@ -36,8 +37,8 @@ use crate::{
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    pub capture: CaptureOptions,
-    pub node: NodeOptions,
+    pub capture: CaptureConfig,
+    pub node: NodeConfig,
     pub output: OutputFormat,
     /// Show the per-workload table instead of the event stream; `true` redraws in place.
     pub summary: Option<bool>,
@@ -46,11 +47,13 @@ pub struct RunOptions {
     /// The kubelet pod source; `None` runs without Kubernetes metadata.
     pub kubelet: Option<KubeletConfig>,
     /// Serve Prometheus metrics (`None`: no endpoint, no aggregation).
-    pub metrics: Option<MetricsOptions>,
+    pub metrics: Option<MetricsConfig>,
     /// NDJSON to a rotated file instead of the destination given to [`run`].
     pub output_file: Option<RotateOptions>,
     /// The HTTP API (`/v1/events`, `/v1/status`); `None` turns it off.
-    pub api: Option<ApiOptions>,
+    pub api: Option<ApiConfig>,
+    /// The event stream's fan-out to API readers.
+    pub events: EventsConfig,
     /// This node's name (`node_name`), when configured.
     pub node_name: Option<String>,
     /// The apiserver source's configuration (`kubernetes.*`).
@@ -61,23 +64,9 @@ impl RunOptions {
     /// The `sonde run` options this configuration describes. `duration`, `summary` and
     /// `stats_file` are per-run flags, not configuration: the caller sets them.
     pub fn from_config(config: &Config, stdout_is_terminal: bool) -> Self {
-        let c = &config.capture;
         Self {
-            capture: CaptureOptions {
-                // validate() keeps it a power of two ≤ 2GiB; an impossible value is caught
-                // again by the capture's own check.
-                ring_buffer_bytes: u32::try_from(c.ring_buffer_size).unwrap_or(u32::MAX),
-                max_connections: c.max_connections,
-                wakeup_bytes: c.wakeup_bytes,
-                drain_interval: c.drain_interval,
-                btf_path: c.btf_path.clone(),
-                disabled_probes: c.disabled_probes.clone(),
-            },
-            node: NodeOptions {
-                host: HostRoot::new(&config.node.host_root),
-                max_cgroups: config.node.max_cgroups,
-                max_processes: config.node.max_processes,
-            },
+            capture: config.capture.clone(),
+            node: config.node.clone(),
             output: config.output.format.resolve(stdout_is_terminal),
             summary: None,
             duration: None,
@@ -85,23 +74,14 @@ impl RunOptions {
             node_name: config.node_name.clone(),
             kubelet: kubelet_options(config),
             kubernetes: config.kubernetes.clone(),
-            metrics: config.metrics.enabled.then(|| MetricsOptions {
-                listen: config.metrics.listen,
-                max_series: config.metrics.max_series,
-                remote_ip_allowlist: config.metrics.remote_ip_allowlist.clone(),
-                header_timeout: config.metrics.header_timeout,
-            }),
+            metrics: config.metrics.enabled.then(|| config.metrics.clone()),
             output_file: config.output.file.clone().map(|path| RotateOptions {
                 path,
                 max_bytes: config.output.rotate_size,
                 keep: u32::try_from(config.output.rotate_keep).unwrap_or(u32::MAX),
             }),
-            api: config.api.enabled.then_some(ApiOptions {
-                listen: config.api.listen,
-                max_subscribers: config.events.max_subscribers,
-                subscriber_queue: config.events.subscriber_buffer,
-                header_timeout: config.api.header_timeout,
-            }),
+            api: config.api.enabled.then(|| config.api.clone()),
+            events: config.events.clone(),
         }
     }
 }
@@ -114,7 +94,7 @@ fn kubelet_options(config: &Config) -> Option<KubeletConfig> {
         Some(on) => on,
         None if kubelet.url.is_some() => true,
         None => {
-            let host = HostRoot::new(&config.node.host_root);
+            let host = config.node.host();
             match detect::kubernetes_node(&host, kubelet.token_file.as_deref()) {
                 Some(reason) => {
                     tracing::info!(%reason, "Kubernetes node detected: kubelet metadata on");
@@ -320,7 +300,7 @@ pub async fn run(
     // capture path and merged when ready.
     let node = NodeModel::new(&opts.node)?;
     let (bootstrap_tx, bootstrap_rx) = tokio::sync::oneshot::channel();
-    let host = opts.node.host.clone();
+    let host = opts.node.host();
     tokio::task::spawn_blocking(move || {
         let _ = bootstrap_tx.send(node::scan(&host));
     });
@@ -345,7 +325,7 @@ pub async fn run(
     let base = HealthBase {
         probes: capture.probes.clone(),
         missing_kernel_fields: capture.missing_fields.clone(),
-        ring_buffer_bytes: u64::from(opts.capture.ring_buffer_bytes),
+        ring_buffer_bytes: opts.capture.ring_buffer_size,
     };
     let Capture {
         reader, counters, ..
@@ -388,10 +368,12 @@ pub async fn run(
         pipeline.sink(PipelineMetrics::new(&metrics));
     }
     if let (Some(api), Some(listener)) = (&opts.api, api_listener) {
-        let (hub, handle) = StreamHub::new(api.subscriber_queue, api.max_subscribers);
+        let events = &opts.events;
+        let (hub, handle) = StreamHub::new(events.subscriber_buffer, events.max_subscribers);
         let (server, stats) = api::serve(
             listener,
             api,
+            events,
             ApiState {
                 stream: handle,
                 status: health_rx.clone(),
@@ -401,7 +383,7 @@ pub async fn run(
         pipeline.server("api", stats);
         pipeline.sink(HubSink {
             hub,
-            max_subscribers: api.max_subscribers,
+            max_subscribers: events.max_subscribers,
         });
         if opts.summary.is_none() {
             pipeline.sink(WorkloadTable::new(Arc::clone(&pods), None));

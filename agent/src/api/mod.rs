@@ -15,7 +15,7 @@ use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 
 use crate::{
     export::{
-        fanout::{self, StreamHandle, SubscribeError},
+        fanout::{EventsConfig, StreamHandle, SubscribeError},
         filter::Filter,
         status::Status,
     },
@@ -41,36 +41,38 @@ const DROP_GRACE: Duration = Duration::from_secs(2);
 /// megabytes in the kernel; ample for loopback and LAN readers.
 const SEND_BUFFER: usize = 256 << 10;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiOptions {
+/// `api.*`: the status API and the HTTP event stream (its fan-out limits are `events.*`,
+/// [`EventsConfig`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub enabled: bool,
     pub listen: SocketAddr,
-    /// Concurrent `/v1/events` readers; more get 503.
-    pub max_subscribers: usize,
-    /// Batches (≤ 128 KiB each) queued per reader before it is dropped as too slow.
-    pub subscriber_queue: usize,
     /// A client must send each request head within this (see [`crate::http::server`]).
+    #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
 }
 
-impl Default for ApiOptions {
+impl Default for ApiConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
-            max_subscribers: fanout::DEFAULT_MAX_SUBSCRIBERS,
-            subscriber_queue: fanout::DEFAULT_QUEUE,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
 
-impl ApiOptions {
+impl ApiConfig {
     /// The server's limits: those of /metrics, except the connection cap, which is
     /// `max_subscribers` plus the /metrics cap — streams hold their connection for as long as
     /// they read, and with a cap of only `max_subscribers` a full set of readers would leave
     /// no room for `/v1/status` or for answering the next reader `503`.
-    pub fn server_options(&self) -> ServerOptions {
+    pub fn server_options(&self, events: &EventsConfig) -> ServerOptions {
         ServerOptions {
-            max_connections: self.max_subscribers.saturating_add(DEFAULT_MAX_CONNECTIONS),
+            max_connections: events
+                .max_subscribers
+                .saturating_add(DEFAULT_MAX_CONNECTIONS),
             header_timeout: self.header_timeout,
             close_grace: DROP_GRACE,
             send_buffer: Some(SEND_BUFFER),
@@ -91,20 +93,21 @@ pub struct ApiState {
 }
 
 /// Binds the listener (so a taken port fails the run before capture starts).
-pub async fn bind(opts: &ApiOptions) -> Result<TcpListener, ApiError> {
+pub async fn bind(opts: &ApiConfig) -> Result<TcpListener, ApiError> {
     server::bind(ENDPOINT, opts.listen).await
 }
 
 /// Serves the API on `listener` until the task is aborted.
 pub fn serve(
     listener: TcpListener,
-    opts: &ApiOptions,
+    opts: &ApiConfig,
+    events: &EventsConfig,
     state: ApiState,
 ) -> (JoinHandle<()>, Arc<ServerStats>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "API listening (GET /v1/events, GET /v1/status)");
     }
-    server::serve(listener, opts.server_options(), state)
+    server::serve(listener, opts.server_options(events), state)
 }
 
 impl Handler for ApiState {

@@ -21,16 +21,21 @@ pub use counters::{CounterValues, KernelCounters};
 pub use probes::{ProbeState, ProbeStatus};
 pub use ringbuf::{EventReader, RecordSink};
 
-/// Sizes and timings of the capture. Defaults suit a busy node; see docs/configuration.md.
-#[derive(Clone, Debug)]
-pub struct CaptureOptions {
-    /// Ring buffer size in bytes: a power of two, at least one page.
-    pub ring_buffer_bytes: u32,
+/// `capture.*`: sizes and timings of the capture. Defaults suit a busy node; see
+/// docs/configuration.md.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Ring buffer size in bytes: a power of two, at least one page, at most 2 GiB.
+    #[serde(with = "crate::units::size")]
+    pub ring_buffer_size: u64,
     /// Connections tracked at once (LRU; an evicted one closes flagged `seen_open: false`).
     pub max_connections: u32,
     /// The kernel wakes the agent once this many bytes wait in the ring buffer.
+    #[serde(with = "crate::units::size")]
     pub wakeup_bytes: u64,
     /// The agent drains the ring buffer at least this often.
+    #[serde(with = "humantime_serde")]
     pub drain_interval: Duration,
     /// Kernel BTF to read struct layouts from; default `/sys/kernel/btf/vmlinux`. For kernels
     /// built without BTF, a file for the exact kernel build (e.g. from BTFHub) works.
@@ -39,10 +44,10 @@ pub struct CaptureOptions {
     pub disabled_probes: Vec<String>,
 }
 
-impl Default for CaptureOptions {
+impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
-            ring_buffer_bytes: 2 << 20,
+            ring_buffer_size: 2 << 20,
             max_connections: 65_536,
             wakeup_bytes: 256 << 10,
             drain_interval: Duration::from_millis(50),
@@ -50,6 +55,22 @@ impl Default for CaptureOptions {
             disabled_probes: Vec::new(),
         }
     }
+}
+
+impl CaptureConfig {
+    /// The ring buffer size as the kernel takes it (see [`ring_buffer_size_ok`]).
+    pub fn ring_buffer_bytes(&self) -> Result<u32, CaptureError> {
+        u32::try_from(self.ring_buffer_size)
+            .ok()
+            .filter(|&s| ring_buffer_size_ok(u64::from(s)))
+            .ok_or(CaptureError::RingBufferSize(self.ring_buffer_size))
+    }
+}
+
+/// Whether the kernel takes `bytes` as a ring buffer size: a power of two from one page (4 KiB)
+/// to 2 GiB.
+pub fn ring_buffer_size_ok(bytes: u64) -> bool {
+    bytes.is_power_of_two() && (4096..=1 << 31).contains(&bytes)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +82,10 @@ pub enum CaptureError {
     #[error(transparent)]
     Btf(#[from] btf::BtfError),
     #[error(
-        "invalid ring buffer size {0} bytes: it must be a power of two and at least one page \
-         (4096). Fix: e.g. --ring-buffer-size 8MiB"
+        "invalid ring buffer size {0} bytes: it must be a power of two from one page (4096) \
+         to 2GiB. Fix: e.g. --ring-buffer-size 8MiB"
     )]
-    RingBufferSize(u32),
+    RingBufferSize(u64),
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("the eBPF object has no map {0} (build bug)")]
@@ -117,12 +138,9 @@ pub struct Capture {
 
 impl Capture {
     /// Checks the node, loads and attaches. Must run inside a tokio runtime.
-    pub fn start(opts: &CaptureOptions) -> Result<Self, CaptureError> {
+    pub fn start(opts: &CaptureConfig) -> Result<Self, CaptureError> {
         preflight::check()?;
-        let size = opts.ring_buffer_bytes;
-        if !size.is_power_of_two() || size < 4096 {
-            return Err(CaptureError::RingBufferSize(size));
-        }
+        let size = opts.ring_buffer_bytes()?;
         // A loader that never parses the kernel's BTF (see object::loader): our own much
         // smaller index gives the offsets.
         let mut loader = object::loader();

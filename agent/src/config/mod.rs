@@ -8,33 +8,30 @@
 //!   variable or the flag);
 //! - [`show`]: `sonde config show` and the reference in `docs/configuration.md`.
 //!
-//! Other parts of the agent read the typed sections: [`Config::metrics`], [`Config::api`],
-//! [`Config::events`], [`Config::kubernetes`], [`Config::kubelet`], [`Config::output`],
-//! [`Config::log`].
+//! Each section of [`Config`] is the type of the layer it configures, defined in that layer
+//! with its defaults; this module only merges, checks and shows them.
 
 pub mod error;
 pub mod flags;
 pub mod load;
 pub mod schema;
 pub mod show;
-pub mod types;
 pub mod yaml;
 
-use std::{
-    ffi::OsString,
-    net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{ffi::OsString, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, Source};
 pub use load::{Loaded, Overrides};
-pub use types::{Cidr, OutputFormatSetting};
 
 use crate::{
-    capture::CaptureOptions, kube::kubelet::KubeletConfig, logging::LogFormat, node::NodeOptions,
+    api::ApiConfig,
+    capture::CaptureConfig,
+    export::{fanout::EventsConfig, metrics::MetricsConfig, output::OutputConfig},
+    kube::{KubernetesConfig, kubelet::KubeletConfig},
+    logging::LogConfig,
+    node::NodeConfig,
 };
 
 /// The configuration file read when neither `--config` nor `SONDE_CONFIG` names one.
@@ -42,7 +39,8 @@ pub const DEFAULT_PATH: &str = "/etc/sonde/sonde.yaml";
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "SONDE_CONFIG";
 
-/// The whole configuration. Every field is documented in `docs/configuration.md`.
+/// The whole configuration: one section per layer, each section the layer's own type (its
+/// defaults are the layer's). Every field is documented in `docs/configuration.md`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -58,163 +56,6 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub api: ApiConfig,
     pub events: EventsConfig,
-}
-
-/// `log.*`: the agent's own logs on stderr.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// A tracing filter: `info`, `debug`, `sonde=debug,aya=info`, ...
-    pub level: String,
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
-/// `output.*`: the event stream.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OutputConfig {
-    pub format: OutputFormatSetting,
-    /// NDJSON/text to this file (appended) instead of stdout.
-    pub file: Option<PathBuf>,
-    /// Rotate `file` at this size in bytes; 0: never.
-    #[serde(with = "types::size")]
-    pub rotate_size: u64,
-    /// Rotated files kept (`FILE.1` … `FILE.N`).
-    pub rotate_keep: usize,
-}
-
-impl Default for OutputConfig {
-    fn default() -> Self {
-        Self {
-            format: OutputFormatSetting::Auto,
-            file: None,
-            rotate_size: 100 << 20,
-            rotate_keep: 5,
-        }
-    }
-}
-
-/// `capture.*`: kernel capture sizes and timings (becomes [`CaptureOptions`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CaptureConfig {
-    #[serde(with = "types::size")]
-    pub ring_buffer_size: u64,
-    pub max_connections: u32,
-    #[serde(with = "types::size")]
-    pub wakeup_bytes: u64,
-    #[serde(with = "humantime_serde")]
-    pub drain_interval: Duration,
-    pub btf_path: Option<PathBuf>,
-    pub disabled_probes: Vec<String>,
-}
-
-impl Default for CaptureConfig {
-    fn default() -> Self {
-        let d = CaptureOptions::default();
-        Self {
-            ring_buffer_size: u64::from(d.ring_buffer_bytes),
-            max_connections: d.max_connections,
-            wakeup_bytes: d.wakeup_bytes,
-            drain_interval: d.drain_interval,
-            btf_path: d.btf_path,
-            disabled_probes: d.disabled_probes,
-        }
-    }
-}
-
-/// `node.*`: the node model (becomes [`NodeOptions`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NodeConfig {
-    pub host_root: PathBuf,
-    pub max_processes: usize,
-    pub max_cgroups: usize,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        let d = NodeOptions::default();
-        Self {
-            host_root: d.host.root().to_path_buf(),
-            max_processes: d.max_processes,
-            max_cgroups: d.max_cgroups,
-        }
-    }
-}
-
-pub use crate::kube::KubernetesConfig;
-
-/// `metrics.*`: the Prometheus endpoint.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsConfig {
-    pub enabled: bool,
-    pub listen: SocketAddr,
-    pub max_series: usize,
-    /// Remote addresses kept as labels; others are aggregated.
-    pub remote_ip_allowlist: Vec<Cidr>,
-    #[serde(with = "humantime_serde")]
-    pub header_timeout: Duration,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
-            max_series: 10_000,
-            remote_ip_allowlist: Vec::new(),
-            header_timeout: crate::http::server::DEFAULT_HEADER_TIMEOUT,
-        }
-    }
-}
-
-/// `api.*`: the status API and HTTP event stream.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ApiConfig {
-    pub enabled: bool,
-    pub listen: SocketAddr,
-    #[serde(with = "humantime_serde")]
-    pub header_timeout: Duration,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9465)),
-            header_timeout: crate::http::server::DEFAULT_HEADER_TIMEOUT,
-        }
-    }
-}
-
-/// `events.*`: event stream fan-out.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EventsConfig {
-    pub max_subscribers: usize,
-    /// Batches (≤ 128 KiB) queued per subscriber before it is disconnected (counted).
-    pub subscriber_buffer: usize,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        Self {
-            max_subscribers: crate::export::fanout::DEFAULT_MAX_SUBSCRIBERS,
-            subscriber_buffer: crate::export::fanout::DEFAULT_QUEUE,
-        }
-    }
 }
 
 /// Which file to read.
@@ -279,7 +120,7 @@ impl Config {
     /// Checks what types alone cannot; the error names the key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         crate::logging::check_level(&self.log.level).map_err(|e| ("log.level", e))?;
-        schema::ring_buffer_size(&types::format_size(self.capture.ring_buffer_size))
+        schema::ring_buffer_size(&crate::units::format_size(self.capture.ring_buffer_size))
             .map_err(|e| ("capture.ring_buffer_size", e))?;
         let programs = || {
             let mut names: Vec<&str> = crate::capture::probes::PROBES

@@ -252,7 +252,7 @@ const fn checked(k: Key, check: Check) -> Key {
 /// `capture.ring_buffer_size`: a power of two between 4KiB and 2GiB.
 pub fn ring_buffer_size(text: &str) -> Result<(), String> {
     let n = crate::units::parse_size(text)?;
-    if !n.is_power_of_two() || !(4096..=1 << 31).contains(&n) {
+    if !crate::capture::ring_buffer_size_ok(n) {
         return Err(format!(
             "{} is not a power of two between 4KiB and 2GiB (e.g. 4MiB, 8MiB, 16MiB)",
             crate::units::format_size(n)

@@ -125,7 +125,10 @@ fn set_flag_env_lists_and_aliases() {
     assert_eq!(c.kubernetes.pod_labels, ["app", "team"]);
     assert_eq!(c.metrics.remote_ip_allowlist.len(), 2);
     assert_eq!(c.node_name.as_deref(), Some("from-downward-api"));
-    assert_eq!(c.output.format, OutputFormatSetting::Json);
+    assert_eq!(
+        c.output.format,
+        crate::export::output::OutputFormatSetting::Json
+    );
     assert!(!c.kubelet.tls_verify);
     assert_eq!(c.kubelet.timeout, Duration::from_secs(2));
     assert_eq!(c.capture.btf_path, None);
@@ -324,9 +327,9 @@ fn run_options_follow_the_config() {
     )
     .expect("loads");
     let run = RunOptions::from_config(&loaded.config, false);
-    assert_eq!(run.capture.ring_buffer_bytes, 8 << 20);
+    assert_eq!(run.capture.ring_buffer_bytes().expect("valid"), 8 << 20);
     assert_eq!(run.capture.disabled_probes, ["sonde_accept"]);
-    assert_eq!(run.node.host.root(), Path::new("/host"));
+    assert_eq!(run.node.host().root(), Path::new("/host"));
     assert_eq!(run.node.max_cgroups, 5);
     assert_eq!(run.output, crate::export::OutputFormat::Text);
     let metrics = run.metrics.expect("metrics on by default");

@@ -32,6 +32,25 @@ pub const DEFAULT_QUEUE: usize = 64;
 /// Default limit of concurrent subscribers.
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 16;
 
+/// `events.*`: the event stream's fan-out to `/v1/events` readers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Concurrent readers; more get 503.
+    pub max_subscribers: usize,
+    /// Batches (≤ 128 KiB) queued per reader before it is disconnected as too slow (counted).
+    pub subscriber_buffer: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+            subscriber_buffer: DEFAULT_QUEUE,
+        }
+    }
+}
+
 /// Lines and, for each, its end offset, type and filter keys.
 #[derive(Default)]
 pub struct StreamBatch {

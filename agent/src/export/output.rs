@@ -11,6 +11,52 @@ use crate::{
     },
 };
 
+/// `output.*`: the event stream.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    pub format: OutputFormatSetting,
+    /// NDJSON/text to this file (appended) instead of stdout.
+    pub file: Option<std::path::PathBuf>,
+    /// Rotate `file` at this size in bytes; 0: never.
+    #[serde(with = "crate::units::size")]
+    pub rotate_size: u64,
+    /// Rotated files kept (`FILE.1` … `FILE.N`).
+    pub rotate_keep: usize,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            format: OutputFormatSetting::Auto,
+            file: None,
+            rotate_size: 100 << 20,
+            rotate_keep: 5,
+        }
+    }
+}
+
+/// `output.format`: `auto` is text on a terminal and NDJSON otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormatSetting {
+    #[default]
+    Auto,
+    Text,
+    Json,
+}
+
+impl OutputFormatSetting {
+    pub fn resolve(self, stdout_is_terminal: bool) -> super::OutputFormat {
+        match self {
+            Self::Text => OutputFormat::Text,
+            Self::Json => OutputFormat::Json,
+            Self::Auto if stdout_is_terminal => OutputFormat::Text,
+            Self::Auto => OutputFormat::Json,
+        }
+    }
+}
+
 /// Batches are handed to the output thread at the end of each drain, or at this size: one
 /// hand-off per wake-up in the common case.
 pub const BATCH_BYTES: usize = 512 << 10;

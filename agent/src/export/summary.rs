@@ -312,7 +312,7 @@ mod tests {
 
     use crate::{
         event::ConnEvent,
-        node::{NodeOptions, cgroup_path::CgroupIdentity},
+        node::{NodeConfig, cgroup_path::CgroupIdentity},
     };
     use sonde_common::record::ConnRecord;
 
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn rows_per_cgroup_add_up_per_workload_and_idle_removed_ones_expire() {
-        let node = NodeModel::new(&NodeOptions::default()).expect("cgroup v2 on this machine");
+        let node = NodeModel::new(&NodeConfig::default()).expect("cgroup v2 on this machine");
         let mut summary = Summary::default();
         let t0 = SystemTime::now();
         summary.set_now(t0);

@@ -16,6 +16,7 @@ pub mod sockets;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -33,20 +34,30 @@ const MAX_SEEN_BEFORE_MERGE: usize = 200_000;
 /// How often exited processes and stale entries are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug)]
-pub struct NodeOptions {
-    pub host: HostRoot,
-    pub max_cgroups: usize,
+/// `node.*`: where the host is seen from, and the bounds of the node model's tables.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where the host's `/` is mounted (`/` on the host, e.g. `/host` in a container).
+    pub host_root: PathBuf,
     pub max_processes: usize,
+    pub max_cgroups: usize,
 }
 
-impl Default for NodeOptions {
+impl Default for NodeConfig {
     fn default() -> Self {
         Self {
-            host: HostRoot::default(),
-            max_cgroups: 100_000,
+            host_root: PathBuf::from("/"),
             max_processes: 200_000,
+            max_cgroups: 100_000,
         }
+    }
+}
+
+impl NodeConfig {
+    /// The host's filesystem as seen from here.
+    pub fn host(&self) -> HostRoot {
+        HostRoot::new(&self.host_root)
     }
 }
 
@@ -116,10 +127,11 @@ pub struct NodeModel {
 
 impl NodeModel {
     /// Indexes the cgroup v2 hierarchy; processes and sockets come with [`Self::merge`].
-    pub fn new(opts: &NodeOptions) -> Result<Self, CgroupError> {
-        let root = cgroup::find_v2_root(&opts.host)?;
+    pub fn new(opts: &NodeConfig) -> Result<Self, CgroupError> {
+        let host = opts.host();
+        let root = cgroup::find_v2_root(&host)?;
         Ok(Self {
-            host: opts.host.clone(),
+            host,
             cgroups: CgroupIndex::new(root, opts.max_cgroups),
             processes: ProcessTable::new(opts.max_processes),
             found_conns: HashMap::new(),

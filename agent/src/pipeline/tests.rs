@@ -14,12 +14,12 @@ use crate::{
     event::{ConnEvent, ConnPhase},
     export::{
         Context, OutputFormat,
-        metrics::{Metrics, MetricsOptions, pipeline::PipelineMetrics},
+        metrics::{Metrics, MetricsConfig, pipeline::PipelineMetrics},
         output::EventOutput,
         writer::OutputWriter,
     },
     kube::{ObjectName, RemoteIndex, services::ServiceEntry},
-    node::NodeOptions,
+    node::NodeConfig,
 };
 
 /// A destination the test can read after the writer thread is done.
@@ -76,7 +76,7 @@ impl Sink for Recorder {
 }
 
 fn pipeline(kube: KubeJoin) -> (Pipeline<'static>, health::HealthReceiver) {
-    let node = NodeModel::new(&NodeOptions::default()).expect("this host's cgroup v2 hierarchy");
+    let node = NodeModel::new(&NodeConfig::default()).expect("this host's cgroup v2 hierarchy");
     let (tx, rx) = health::channel(Health::default());
     let base = HealthBase {
         probes: Vec::new(),
@@ -169,7 +169,7 @@ fn ndjson_and_metrics_name_the_same_remote_for_ipv4_and_ipv4_mapped_peers() {
     let out = Shared::default();
     let writer = OutputWriter::spawn(Box::new(out.clone()), 4, 1 << 16).expect("writer thread");
     p.sink(EventOutput::new(OutputFormat::Json, writer));
-    let metrics = Metrics::new(&MetricsOptions::default());
+    let metrics = Metrics::new(&MetricsConfig::default());
     p.sink(PipelineMetrics::new(&metrics));
     let v4 = conn_record(sonde_common::AF_INET, "10.96.0.10".parse().expect("ip"));
     let mapped = conn_record(

@@ -39,10 +39,11 @@ pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
-/// The `metrics.*` settings.
+/// `metrics.*`: the Prometheus endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct MetricsOptions {
+pub struct MetricsConfig {
+    pub enabled: bool,
     /// Where /metrics is served.
     pub listen: SocketAddr,
     /// Label sets kept at most (workloads, connection keys, failure reasons); new ones beyond
@@ -52,12 +53,14 @@ pub struct MetricsOptions {
     /// (otherwise only resolved names, or `unknown`).
     pub remote_ip_allowlist: Vec<IpCidr>,
     /// A scraper must send each request head within this (see [`crate::http::server`]).
+    #[serde(with = "humantime_serde")]
     pub header_timeout: std::time::Duration,
 }
 
-impl Default for MetricsOptions {
+impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             listen: DEFAULT_LISTEN,
             max_series: DEFAULT_MAX_SERIES,
             remote_ip_allowlist: Vec::new(),
@@ -77,7 +80,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Labels from cgroup paths only ([`CgroupLabels`]), `remote` from the allow-list only.
-    pub fn new(opts: &MetricsOptions) -> Self {
+    pub fn new(opts: &MetricsConfig) -> Self {
         Self {
             registry: Arc::new(WorkloadRegistry::new(opts.max_series)),
             health: Arc::new(Health::default()),
@@ -196,7 +199,7 @@ mod tests {
 
     #[test]
     fn counts_become_labelled_series() {
-        let metrics = Metrics::new(&MetricsOptions::default());
+        let metrics = Metrics::new(&MetricsConfig::default());
         let mut acc = metrics.accumulator();
         let attr = container();
         record_sample(&mut acc, &attr);
@@ -238,7 +241,7 @@ mod tests {
     #[test]
     fn series_counted_before_the_pod_is_known_are_relabelled() {
         let store = Arc::new(PodStore::new());
-        let metrics = Metrics::new(&MetricsOptions::default())
+        let metrics = Metrics::new(&MetricsConfig::default())
             .with_label_source(Arc::new(PodStoreLabels(Arc::clone(&store))));
         let mut acc = metrics.accumulator();
         record_sample(&mut acc, &container());
@@ -262,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_scrape_in_progress_defers_the_publish_without_losing_counts() {
-        let metrics = Metrics::new(&MetricsOptions::default());
+        let metrics = Metrics::new(&MetricsConfig::default());
         let mut acc = metrics.accumulator();
         let attr = container();
         record_sample(&mut acc, &attr);
@@ -278,7 +281,7 @@ mod tests {
 
     #[test]
     fn kubelet_and_apiserver_sync_families_appear_with_their_sources() {
-        let metrics = Metrics::new(&MetricsOptions::default());
+        let metrics = Metrics::new(&MetricsConfig::default());
         let text = metrics.encode().expect("encodes");
         assert!(!text.contains("sonde_kubelet_"), "{text}");
         assert!(!text.contains("sonde_apiserver_"), "{text}");
@@ -338,9 +341,9 @@ mod tests {
 
     #[test]
     fn the_series_cap_refuses_and_counts() {
-        let metrics = Metrics::new(&MetricsOptions {
+        let metrics = Metrics::new(&MetricsConfig {
             max_series: 1,
-            ..MetricsOptions::default()
+            ..MetricsConfig::default()
         });
         let mut acc = metrics.accumulator();
         record_sample(&mut acc, &container());
