@@ -485,6 +485,80 @@ async fn remote_addresses_name_services_and_pods() {
     wait_remote(r, "10.96.12.34:80", &Remote::External).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_lists_are_read_in_pages_and_every_object_is_known() {
+    // More Services and EndpointSlices than one page holds (the watcher asks for 500).
+    const SERVICES: usize = 1_203;
+    let standin = ApiserverStandin::start();
+    for i in 0..SERVICES {
+        let (a, b) = (i / 250, i % 250);
+        let name = format!("svc-{i:04}");
+        standin.apply(
+            Resource::Services,
+            service("big", &name, &format!("10.97.{a}.{b}"), &[80]),
+        );
+        let pod = format!("{name}-pod");
+        standin.apply(
+            Resource::EndpointSlices,
+            endpoint_slice(
+                "big",
+                &format!("{name}-x"),
+                &name,
+                &[(&format!("10.245.{a}.{b}"), &pod)],
+            ),
+        );
+    }
+    let running = start_synced(standin).await;
+    for resource in [Resource::Services, Resource::EndpointSlices] {
+        let lists: Vec<_> = running
+            .standin
+            .requests()
+            .into_iter()
+            .filter(|r| r.resource == resource && !r.watch)
+            .collect();
+        let limits: Vec<Option<String>> = lists.iter().map(|r| r.param("limit")).collect();
+        let continued = lists
+            .iter()
+            .filter(|r| r.param("continue").is_some())
+            .count();
+        // Three pages (500 + 500 + 203): the first request, then two continuations.
+        assert_eq!(lists.len(), 3, "{resource:?} lists: {limits:?}");
+        assert!(
+            limits.iter().all(|l| l.as_deref() == Some("500")),
+            "{limits:?}"
+        );
+        assert_eq!(continued, 2, "{resource:?}");
+    }
+    let state = running.handle.state();
+    for kind in [WatchKind::Services, WatchKind::EndpointSlices] {
+        assert_eq!(
+            state.kind(kind).map(|k| k.objects),
+            Some(SERVICES),
+            "{state:#?}"
+        );
+    }
+    // The first and the last of every page are known: nothing was lost between pages.
+    for i in [0, 499, 500, 999, 1000, SERVICES - 1] {
+        let (a, b) = (i / 250, i % 250);
+        let name = format!("svc-{i:04}");
+        assert_eq!(
+            running.remote.lookup(ip(&format!("10.97.{a}.{b}")), 80),
+            Remote::Service {
+                namespace: "big".into(),
+                name: name.as_str().into(),
+            }
+        );
+        assert_eq!(
+            running.remote.lookup(ip(&format!("10.245.{a}.{b}")), 8080),
+            Remote::Pod {
+                namespace: "big".into(),
+                name: format!("{name}-pod").into(),
+                service: Some(name.as_str().into()),
+            }
+        );
+    }
+}
+
 /// Waits until `addr` is named `want`.
 async fn wait_remote(index: &RemoteIndex, addr: &str, want: &Remote) {
     let addr: std::net::SocketAddr = addr.parse().expect("test address");

@@ -5,6 +5,7 @@
 //! - [`source`]: [`spawn_apiserver_source`] and its [`ApiserverHandle`];
 //! - [`watch`]: one watch's loop (kube-rs watcher → sink, health recorded);
 //! - [`sinks`]: where each kind goes; [`strip`]: the objects reduced to what the join keeps;
+//!   [`slim`]: Services and EndpointSlices decoded straight into what the join keeps;
 //! - [`owners`]: ReplicaSet → Deployment and Job → CronJob ([`OwnerIndex::workload`]);
 //! - [`labels`]: node and namespace labels;
 //! - [`sync`]: health per kind ([`ApiserverSyncState`]); [`error`]: failures with cause and
@@ -19,6 +20,7 @@ pub mod kind;
 pub mod labels;
 pub mod owners;
 mod sinks;
+pub mod slim;
 pub mod source;
 pub mod strip;
 pub mod sync;

@@ -9,6 +9,9 @@
 //!   `allowWatchBookmarks=true`. A version older than the compaction point gets the apiserver's
 //!   answer: HTTP 200 with one `ERROR` event whose Status has code 410 (`Expired`).
 //! - `fieldSelector` with `a.b=value` terms is honoured (`spec.nodeName`, `metadata.name`).
+//! - Lists are paginated when asked (`limit`, then `continue` tokens, in name order), as the
+//!   apiserver does from etcd, and recent ones also from their watch cache
+//!   (`resourceVersion=0`; older ones ignore `limit` there and send the whole list).
 //! - Metadata-only requests (`Accept: …;as=PartialObjectMetadata…`) get
 //!   `PartialObjectMetadata(List)` answers.
 //! - Authentication: a bearer token; anything else gets the apiserver's 401 Status.
@@ -733,10 +736,39 @@ async fn serve(state: Shared, resource: Resource, request: Request<Incoming>) ->
     }
 
     if !watch {
-        let items: Vec<Value> = s
+        // Pagination as the apiserver does it: `limit` items per page in key order, and a
+        // `continue` token naming the list's version and the last key sent.
+        let limit: usize = query_param(&query, "limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|&l| l > 0)
+            .unwrap_or(usize::MAX);
+        let after = query_param(&query, "continue").and_then(|token| {
+            let (rv, key) = token.split_once('/')?;
+            let (namespace, name) = key.split_once('/')?;
+            Some((
+                rv.parse::<u64>().ok()?,
+                namespace.to_string(),
+                name.to_string(),
+            ))
+        });
+        let list_rv = after.as_ref().map_or(s.rv, |(rv, _, _)| *rv);
+        let mut matching = s
             .objects
             .iter()
             .filter(|((r, _, _), o)| *r == resource && matches(o, &selector))
+            .filter(|((_, namespace, name), _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|(_, ns, n)| (namespace, name) > (ns, n))
+            });
+        let page: Vec<(&Key, &Value)> = matching.by_ref().take(limit).collect();
+        let remaining = matching.count();
+        let next = page
+            .last()
+            .filter(|_| remaining > 0)
+            .map(|((_, ns, n), _)| format!("{list_rv}/{ns}/{n}"));
+        let items: Vec<Value> = page
+            .into_iter()
             .map(|(_, o)| {
                 let mut item = shape(o, metadata_only);
                 if !metadata_only && let Some(map) = item.as_object_mut() {
@@ -752,8 +784,13 @@ async fn serve(state: Shared, resource: Resource, request: Request<Incoming>) ->
         } else {
             (format!("{}List", resource.kind()), resource.api_version())
         };
+        let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+        if let Some(token) = next {
+            metadata["continue"] = json!(token);
+            metadata["remainingItemCount"] = json!(remaining);
+        }
         let list = json!({"kind": kind, "apiVersion": api_version,
-                          "metadata": {"resourceVersion": s.rv.to_string()}, "items": items});
+                          "metadata": metadata, "items": items});
         return json_response(serde_json::to_vec(&list).unwrap_or_default());
     }
 

@@ -4,13 +4,14 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use k8s_openapi::api::{core::v1::Pod, core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 
 use super::{
     labels::LabelIndex,
     owners::{OwnerIndex, OwnerLink},
-    strip::{controller, object_name, pod_meta, service_entry, slice_entry},
+    slim::{EndpointSlice, Service},
+    strip::{controller, object_name, pod_meta},
     watch::Sink,
 };
 use crate::kube::{
@@ -221,7 +222,7 @@ impl Sink<Service> for ServiceSink {
 
     fn listed(&mut self, service: Service) {
         if let Some(key) = object_name(&service.metadata) {
-            self.listed.push((key, service_entry(&service)));
+            self.listed.push((key, service.entry));
         }
     }
 
@@ -232,7 +233,7 @@ impl Sink<Service> for ServiceSink {
 
     fn apply(&mut self, service: Service) {
         if let Some(key) = object_name(&service.metadata) {
-            self.remote.upsert_service(key, service_entry(&service));
+            self.remote.upsert_service(key, service.entry);
         }
     }
 
@@ -260,7 +261,7 @@ impl Sink<EndpointSlice> for SliceSink {
 
     fn listed(&mut self, slice: EndpointSlice) {
         if let Some(key) = object_name(&slice.metadata) {
-            self.listed.push((key, slice_entry(&slice)));
+            self.listed.push((key, slice.entry));
         }
     }
 
@@ -270,7 +271,7 @@ impl Sink<EndpointSlice> for SliceSink {
 
     fn apply(&mut self, slice: EndpointSlice) {
         if let Some(key) = object_name(&slice.metadata) {
-            self.remote.upsert_slice(key, slice_entry(&slice));
+            self.remote.upsert_slice(key, slice.entry);
         }
     }
 

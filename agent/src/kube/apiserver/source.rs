@@ -11,8 +11,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
     batch::v1::Job,
-    core::v1::{Namespace, Node, Pod, Service},
-    discovery::v1::EndpointSlice,
+    core::v1::{Namespace, Node, Pod},
 };
 use kube::{
     Api, Client,
@@ -32,10 +31,14 @@ use super::{
     labels::{LabelIndex, Labels},
     owners::{OwnerIndex, OwnerLink},
     sinks::{NamespaceSink, NodeSink, OwnerSink, PodSink, ServiceSink, SliceSink},
+    slim::{EndpointSlice, Service},
     sync::ApiserverSyncState,
     watch::{WatchContext, run},
 };
 use crate::kube::{pods::OwnerRef, services::RemoteIndex, store::PodStore};
+
+/// Objects per list page.
+const LIST_PAGE_SIZE: u32 = 500;
 
 /// First retry delay of a failing watch or client build.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -256,8 +259,12 @@ impl Supervisor {
         };
         let backoff = || ExponentialBackoff::new(self.config.max_backoff);
         // The cached list (resourceVersion=0) is served from the apiserver's watch cache, not
-        // etcd: cheap when every node's agent lists at once.
-        let base = watcher::Config::default().any_semantic();
+        // etcd: cheap when every node's agent lists at once. Lists are asked for in pages of
+        // LIST_PAGE_SIZE, so a large cluster's Services arrive (and are decoded) a page at a
+        // time; an apiserver too old to paginate its watch cache sends the whole list at once.
+        let base = watcher::Config::default()
+            .any_semantic()
+            .page_size(LIST_PAGE_SIZE);
 
         let pods = watcher(
             Api::<Pod>::all(client.clone()),

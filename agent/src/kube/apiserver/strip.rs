@@ -1,14 +1,11 @@
 //! Kubernetes objects (as kube-rs decodes them) stripped to what the join keeps: a Pod to the
-//! same [`PodMeta`] the kubelet's PodList parser produces, a Service to its ClusterIPs and
-//! ports, an EndpointSlice to its addresses and their pods, a ReplicaSet or Job to its owner.
-//! The full objects are dropped right after.
+//! same [`PodMeta`] the kubelet's PodList parser produces, a ReplicaSet or Job to its owner.
+//! The full objects are dropped right after. (Services and EndpointSlices, by far the most
+//! numerous, are decoded straight into small types instead: [`super::slim`].)
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
-use k8s_openapi::api::{
-    core::v1::{Container, ContainerStatus, EphemeralContainer, Pod, Service},
-    discovery::v1::EndpointSlice,
-};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, EphemeralContainer, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::kube::{
@@ -16,11 +13,8 @@ use crate::kube::{
         CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION, ContainerId, ContainerKind,
         ContainerMeta, ContainerState, OwnerRef, PodMeta, PodPhase,
     },
-    services::{EndpointEntry, ObjectName, ServiceEntry, SliceEntry},
+    services::ObjectName,
 };
-
-/// The label on an EndpointSlice naming its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 fn non_empty(text: Option<&String>) -> Option<String> {
     text.filter(|t| !t.is_empty()).cloned()
@@ -202,69 +196,6 @@ fn container_meta(
     }
 }
 
-/// A Service's ClusterIPs and ports.
-pub fn service_entry(service: &Service) -> ServiceEntry {
-    let Some(spec) = service.spec.as_ref() else {
-        return ServiceEntry::default();
-    };
-    let mut ips: Vec<&str> = spec
-        .cluster_ips
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .map(String::as_str)
-        .collect();
-    if ips.is_empty()
-        && let Some(ip) = spec.cluster_ip.as_deref()
-    {
-        ips.push(ip);
-    }
-    ServiceEntry {
-        // "None" (headless) and "" do not parse and are left out.
-        cluster_ips: ips.iter().filter_map(|ip| ip.parse().ok()).collect(),
-        ports: spec
-            .ports
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| u16::try_from(p.port).ok())
-            .collect(),
-    }
-}
-
-/// An EndpointSlice's Service and its addresses with the pods they target.
-pub fn slice_entry(slice: &EndpointSlice) -> SliceEntry {
-    let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
-    let service = slice
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l: &BTreeMap<String, String>| l.get(SERVICE_NAME_LABEL))
-        .map(|s| Arc::<str>::from(s.as_str()));
-    let mut endpoints = Vec::new();
-    for endpoint in &slice.endpoints {
-        let pod = endpoint.target_ref.as_ref().and_then(|t| {
-            if t.kind.as_deref() != Some("Pod") {
-                return None;
-            }
-            let name = t.name.as_deref().filter(|n| !n.is_empty())?;
-            Some(ObjectName::new(
-                t.namespace.as_deref().unwrap_or(namespace),
-                name,
-            ))
-        });
-        for address in &endpoint.addresses {
-            if let Ok(ip) = address.parse() {
-                endpoints.push(EndpointEntry {
-                    ip,
-                    pod: pod.clone(),
-                });
-            }
-        }
-    }
-    SliceEntry { service, endpoints }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,42 +238,5 @@ mod tests {
             }
         }
         assert!(compared > 50, "only {compared} pods compared");
-    }
-
-    #[test]
-    fn service_and_slice() {
-        let service: Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7", "fd00::7"],
-                     "ports": [{"port": 80, "protocol": "TCP"}, {"port": 443}]}
-        }))
-        .expect("service");
-        let entry = service_entry(&service);
-        assert_eq!(entry.cluster_ips.len(), 2);
-        assert_eq!(entry.ports, vec![80, 443]);
-        let headless: Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "db"}, "spec": {"clusterIP": "None"}
-        }))
-        .expect("headless");
-        assert!(service_entry(&headless).cluster_ips.is_empty());
-
-        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web-x1", "namespace": "shop",
-                         "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4",
-            "endpoints": [
-                {"addresses": ["10.244.0.5"], "targetRef": {"kind": "Pod", "name": "web-1", "namespace": "shop"}},
-                {"addresses": ["192.168.1.9"]}
-            ]
-        }))
-        .expect("slice");
-        let entry = slice_entry(&slice);
-        assert_eq!(entry.service.as_deref(), Some("web"));
-        assert_eq!(entry.endpoints.len(), 2);
-        assert_eq!(
-            entry.endpoints[0].pod,
-            Some(ObjectName::new("shop", "web-1"))
-        );
-        assert_eq!(entry.endpoints[1].pod, None);
     }
 }
