@@ -74,6 +74,7 @@ fn main() {
             })),
             found: None,
             pod: None,
+            workload: None,
             remote: None,
             direction: None,
         };

@@ -4,7 +4,8 @@
 //! Every event says which cgroup it came from and what that cgroup is (container runtime and
 //! id, pod UID and QoS class, or systemd unit and slice); connections whose owner the kernel did
 //! not know (they predate Sonde) get it from the start-up scan. A container id the pod store
-//! knows adds the pod: namespace, name, container name, image and owning workload. A container
+//! knows adds the pod: namespace, name, container name, image and owning workload (the
+//! apiserver's owner chain — any controller kind — else the name rules, [`Workloads`]). A container
 //! of a pod (its cgroup is under kubepods) that the store does not know yet asks the kubelet
 //! source for a refresh (coalesced and rate-limited there), so metadata that arrives late — the
 //! bootstrap phase of a node — is picked up within a refresh interval of the first event. A
@@ -14,7 +15,10 @@ use std::sync::Arc;
 
 use crate::{
     event::{ConnPhase, Event},
-    kube::{ContainerRef, KubeletHandle, PodStore, Remote, RemoteIndex},
+    kube::{
+        ContainerRef, KubeletHandle, PodStore, Remote, RemoteIndex, pods::OwnerRef,
+        workload::Workloads,
+    },
     node::{FoundConn, NodeModel, cgroup::CgroupInfo},
 };
 
@@ -25,6 +29,8 @@ pub struct Attribution {
     pub cgroup: Option<Arc<CgroupInfo>>,
     /// The pod and container behind the cgroup's container id, when the metadata knows it.
     pub pod: Option<ContainerRef>,
+    /// The pod's workload (its owner chain from the apiserver, else the name rules).
+    pub workload: Option<Arc<OwnerRef>>,
     /// For a connection found at start-up and now closing: its owner and id from the scan.
     pub found: Option<FoundConn>,
     /// For a connection: the Service or pod at the remote address, or `External`; `None`
@@ -50,6 +56,8 @@ pub struct KubeJoin {
     pub kubelet: Option<Arc<KubeletHandle>>,
     /// Services and endpoints by address, when the apiserver source runs.
     pub remote: Option<Arc<RemoteIndex>>,
+    /// Names pods' workloads (with the apiserver's owner chain when it runs).
+    pub workloads: Workloads,
 }
 
 impl KubeJoin {
@@ -70,8 +78,10 @@ impl KubeJoin {
     /// The attribution of a cgroup alone (processes and connections found at start-up).
     pub fn attribute_cgroup(&self, node: &mut NodeModel, cgroup_id: u64) -> Attribution {
         let cgroup = node.cgroup(cgroup_id);
+        let pod = self.pod_of(cgroup.as_deref());
         Attribution {
-            pod: self.pod_of(cgroup.as_deref()),
+            workload: pod.as_ref().and_then(|p| self.workloads.of(&p.pod)),
+            pod,
             cgroup,
             found: None,
             remote: None,

@@ -26,7 +26,7 @@ use crate::{
     kube::{
         ApiserverHandle, ApiserverSyncState, KubeletConfig, KubeletSyncState, KubernetesConfig,
         PodStore, RemoteIndex, detect, resolve_node_name, spawn_apiserver_source,
-        spawn_kubelet_source,
+        spawn_kubelet_source, workload::Workloads,
     },
     node::{self, NodeConfig, NodeModel, cgroup::CgroupError},
     pipeline::{
@@ -313,10 +313,16 @@ pub async fn run(
         .map(|config| Arc::new(spawn_kubelet_source(config, Arc::clone(&pods))));
     let remote = Arc::new(RemoteIndex::new());
     let apiserver = start_apiserver(&opts, &pods, &remote);
+    let workloads = apiserver
+        .as_ref()
+        .map_or_else(Workloads::by_name_only, |a| {
+            Workloads::with_owners(a.owners())
+        });
     let kube = KubeJoin {
         pods: Arc::clone(&pods),
         kubelet: kubelet.clone(),
         remote: apiserver.as_ref().map(|_| Arc::clone(&remote)),
+        workloads: workloads.clone(),
     };
 
     let (health_tx, health_rx) = health::channel(Health::default());
@@ -353,7 +359,8 @@ pub async fn run(
     if let Some((listener, metrics, metrics_header_timeout)) = metrics_listener {
         // Pod names are resolved at scrape time: series counted before the kubelet knew a
         // container are labelled as soon as it does (rule 6).
-        let metrics = metrics.with_label_source(Arc::new(PodStoreLabels(Arc::clone(&pods))));
+        let metrics =
+            metrics.with_label_source(Arc::new(PodStoreLabels(Arc::clone(&pods), workloads)));
         metrics.health.follow(health_rx.clone());
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving Prometheus metrics at http://{addr}/metrics");

@@ -18,7 +18,7 @@ use sonde_tests::{
     },
     metrics::{Exposition, scrape},
     poll::poll_until,
-    runc::{Bundle, unique_id},
+    runc::{Bundle, container_id, pod_uid, unique_id},
 };
 
 /// How long the agent has to report what a test's workload did.
@@ -35,35 +35,45 @@ struct FixturePod {
     qos: String,
 }
 
-fn fixture_pod(name: &str) -> FixturePod {
+/// A pod object of the vendored payload, as JSON.
+fn fixture_pod_json(name: &str) -> Value {
     let list: Value = serde_json::from_slice(&payloads::fixture(payloads::TEMPLATE_FIXTURE))
         .expect("fixture is JSON");
     let items = list["items"].as_array().expect("items");
-    let pod = items
+    items
         .iter()
         .find(|p| p["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("pod {name} in the fixture"));
-    let status = &pod["status"]["containerStatuses"][0];
-    let id = status["containerID"].as_str().expect("containerID");
-    FixturePod {
-        namespace: pod["metadata"]["namespace"].as_str().expect("ns").into(),
-        name: name.into(),
-        uid: pod["metadata"]["uid"].as_str().expect("uid").into(),
-        container: status["name"].as_str().expect("name").into(),
-        container_id: id
-            .strip_prefix("containerd://")
-            .expect("containerd id")
-            .into(),
-        // The spec's image reference (what the pod asked for), as kubelet reports it.
-        image: pod["spec"]["containers"][0]["image"]
-            .as_str()
-            .expect("image")
-            .into(),
-        qos: pod["status"]["qosClass"].as_str().expect("qos").into(),
-    }
+        .unwrap_or_else(|| panic!("pod {name} in the fixture"))
+        .clone()
+}
+
+fn fixture_pod(name: &str) -> FixturePod {
+    FixturePod::of(&fixture_pod_json(name))
 }
 
 impl FixturePod {
+    fn of(pod: &Value) -> Self {
+        let name = pod["metadata"]["name"].as_str().expect("name");
+        let status = &pod["status"]["containerStatuses"][0];
+        let id = status["containerID"].as_str().expect("containerID");
+        FixturePod {
+            namespace: pod["metadata"]["namespace"].as_str().expect("ns").into(),
+            name: name.into(),
+            uid: pod["metadata"]["uid"].as_str().expect("uid").into(),
+            container: status["name"].as_str().expect("name").into(),
+            container_id: id
+                .strip_prefix("containerd://")
+                .expect("containerd id")
+                .into(),
+            // The spec's image reference (what the pod asked for), as kubelet reports it.
+            image: pod["spec"]["containers"][0]["image"]
+                .as_str()
+                .expect("image")
+                .into(),
+            qos: pod["status"]["qosClass"].as_str().expect("qos").into(),
+        }
+    }
+
     /// The kubelet systemd-driver cgroup path of this container, under `top`.
     fn cgroup_path(&self, top: &str) -> String {
         let qos = self.qos.to_lowercase();
@@ -409,4 +419,96 @@ fn connections_to_a_service_and_to_a_pod_are_named() {
         "{}",
         stopped.stats["apiserver"]
     );
+}
+
+/// A pod owned by a ReplicaSet whose controller is not a Deployment (an Argo Rollout here, any
+/// custom controller kind in general): with the apiserver, its events and its series name
+/// that controller as the workload, where the name rules alone would name the ReplicaSet.
+#[test]
+fn a_custom_controllers_pod_is_named_by_the_owner_chain() {
+    let standin = ApiserverStandin::start();
+    let (rollout, replica_set) = ("canary", "canary-6f8d9c7b5");
+    // The fixture's Deployment pod, re-made as the Rollout's: Argo labels its pods with
+    // rollouts-pod-template-hash, not pod-template-hash.
+    let mut json = fixture_pod_json("e2e-deployment-79967c5968-8bnn8");
+    let id = container_id();
+    json["metadata"]["name"] = format!("{replica_set}-x2x9p").into();
+    json["metadata"]["uid"] = pod_uid().into();
+    json["metadata"]["labels"] =
+        serde_json::json!({"app": rollout, "rollouts-pod-template-hash": "6f8d9c7b5"});
+    json["metadata"]["ownerReferences"] = serde_json::json!([{
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": replica_set,
+        "uid": format!("rs-{replica_set}"), "controller": true, "blockOwnerDeletion": true}]);
+    json["status"]["containerStatuses"][0]["containerID"] = format!("containerd://{id}").into();
+    let pod = FixturePod::of(&json);
+    let namespace = pod.namespace.clone();
+    standin.apply(
+        Resource::ReplicaSets,
+        serde_json::json!({"metadata": {"name": replica_set, "namespace": namespace,
+            "uid": format!("rs-{replica_set}"),
+            "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                "name": rollout, "uid": "rollout-uid-1", "controller": true,
+                "blockOwnerDeletion": true}]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": rollout}}}}),
+    );
+    standin.apply(Resource::Pods, json);
+    let kubeconfig = standin.kubeconfig();
+    let mut agent = Agent::start(&[
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8"),
+        "--node-name",
+        FIXTURE_NODE,
+        "--kubelet-enabled",
+        "false",
+    ]);
+    let metrics = agent.metrics_addr();
+    let top = format!("sonde-test-{}", unique_id("kowner"));
+    let bundle = Bundle::new(
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do /bin/true; sleep 0.05; i=$((i+1)); done",
+        ],
+        &pod.cgroup_path(&top),
+    );
+    let running = bundle.spawn(&unique_id("kowner"));
+    // Until the watches have listed, the pod is not known: wait for a named exec.
+    let named = |ev: &[Value]| {
+        execs_of(ev, &pod.container_id)
+            .iter()
+            .any(|e| !e["workload"].is_null())
+    };
+    let events = agent.wait_for("an exec of the pod with its workload", WAIT, named);
+    let what = "the container's series labelled with the Rollout";
+    let series = poll_until(what, WAIT, || {
+        let exposition = Exposition::parse(&scrape(metrics));
+        let workloads: Vec<Option<String>> = exposition
+            .find(
+                "sonde_process_starts_total",
+                &[("container_id", &pod.container_id)],
+            )
+            .iter()
+            .map(|s| s.labels.get("workload").cloned())
+            .collect();
+        if !workloads.is_empty() && workloads.iter().all(|w| w.as_deref() == Some(rollout)) {
+            Ok(workloads.len())
+        } else {
+            Err(workloads)
+        }
+    });
+    drop(running);
+    let stopped = agent.stop();
+    remove_everywhere(&pod.cgroup_path(&top), "");
+    stopped.assert_nothing_lost();
+    assert!(series > 0);
+    let named_execs: Vec<&Value> = execs_of(&events, &pod.container_id)
+        .into_iter()
+        .filter(|e| !e["workload"].is_null())
+        .collect();
+    assert!(!named_execs.is_empty(), "no exec named its workload");
+    for e in named_execs {
+        assert_eq!(e["pod"], pod.name.as_str(), "{e}");
+        assert_eq!(e["workload_kind"], "Rollout", "{e}");
+        assert_eq!(e["workload"], rollout, "{e}");
+    }
 }

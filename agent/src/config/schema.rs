@@ -478,7 +478,7 @@ pub static KEYS: &[Key] = &[
         "kubernetes.watch_owners",
         Kind::Bool,
         None,
-        "Watch ReplicaSets and Jobs (metadata only) to resolve a pod's owner to its Deployment or CronJob.",
+        "Watch ReplicaSets and Jobs (metadata only) to resolve a pod's owner to its controller (a Deployment, a CronJob, any custom controller kind).",
     ),
     key(
         "kubernetes.max_backoff",

@@ -13,7 +13,7 @@ use super::Context;
 use crate::{
     enrich::Attribution,
     event::{self, ConnPhase, Event, ExitStatus},
-    kube::{Remote, workload::workload},
+    kube::Remote,
     node::{
         FoundConn,
         process::{self, ProcessInfo},
@@ -222,9 +222,9 @@ fn attribution_fields(o: &mut Obj<'_>, attr: &Attribution, pod_labels: &[String]
     opt_str(o, "pod", pod.map(|p| p.pod.name.as_str()));
     opt_str(o, "container", pod.map(|p| p.container().name.as_str()));
     opt_str(o, "image", pod.map(|p| p.container().image.as_str()));
-    let workload = pod.and_then(|p| workload(&p.pod));
-    opt_str(o, "workload_kind", workload.map(|w| w.0));
-    opt_str(o, "workload", workload.map(|w| w.1));
+    let workload = attr.workload.as_deref();
+    opt_str(o, "workload_kind", workload.map(|w| w.kind.as_str()));
+    opt_str(o, "workload", workload.map(|w| w.name.as_str()));
     if let Some(p) = pod
         && !pod_labels.is_empty()
     {

@@ -8,7 +8,7 @@
 //! without a `containerID` yet (`ContainerCreating`). A malformed item is skipped and counted,
 //! not allowed to fail the whole list; only a body that is not a PodList at all is an error.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize, de::IgnoredAny};
 use serde_json::value::RawValue;
@@ -30,6 +30,9 @@ pub struct PodMeta {
     pub labels: BTreeMap<String, String>,
     /// The controlling owner (`controller: true`), else the first owner reference.
     pub owner: Option<OwnerRef>,
+    /// The workload the pod's own fields imply ([`super::workload::by_name`]): what the join
+    /// names when the apiserver's owner chain does not know the owner.
+    pub workload: Option<Arc<OwnerRef>>,
     pub node_name: Option<String>,
     /// A static pod (`kubernetes.io/config.source` other than `api`) or the apiserver's mirror
     /// of one (`kubernetes.io/config.mirror` present).
@@ -241,10 +244,13 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// A pod object as the decoder reads it: only the fields [`PodMeta`] keeps are allocated.
+/// The apiserver's pod watch decodes into it too ([`crate::kube::apiserver::slim::Pod`]), so
+/// both paths build their [`PodMeta`] with the one [`RawPod::into_meta`].
 #[derive(Deserialize, Default)]
-struct RawPod {
+pub(crate) struct RawPod {
     #[serde(default)]
-    metadata: Option<RawMeta>,
+    pub(crate) metadata: Option<RawMeta>,
     #[serde(default)]
     spec: Option<RawSpec>,
     #[serde(default)]
@@ -253,13 +259,16 @@ struct RawPod {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct RawMeta {
+pub(crate) struct RawMeta {
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     #[serde(default)]
-    uid: Option<String>,
+    pub(crate) uid: Option<String>,
+    /// Read by the apiserver's watch (the kubelet's answer carries it too, unused there).
+    #[serde(default)]
+    pub(crate) resource_version: Option<String>,
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -371,7 +380,9 @@ fn non_empty(text: Option<String>) -> Option<String> {
 }
 
 impl RawPod {
-    fn into_meta(self) -> Result<PodMeta, String> {
+    /// The [`PodMeta`] of this pod; `Err` (why, naming no pod content) without
+    /// `metadata.name` or `metadata.uid`.
+    pub(crate) fn into_meta(self) -> Result<PodMeta, String> {
         let meta = self.metadata.unwrap_or_default();
         let name = non_empty(meta.name).ok_or("no metadata.name")?;
         let uid = non_empty(meta.uid).ok_or("no metadata.uid")?;
@@ -430,12 +441,13 @@ impl RawPod {
                 &mut containers,
             );
         }
-        Ok(PodMeta {
+        let mut pod = PodMeta {
             namespace: meta.namespace.unwrap_or_default(),
             name,
             uid,
             labels: meta.labels.unwrap_or_default(),
             owner,
+            workload: None,
             node_name: non_empty(spec.node_name),
             static_pod,
             phase: status
@@ -445,7 +457,9 @@ impl RawPod {
             host_network: spec.host_network.unwrap_or(false),
             pod_ips,
             containers,
-        })
+        };
+        pod.workload = super::workload::by_name(&pod).map(Arc::new);
+        Ok(pod)
     }
 }
 

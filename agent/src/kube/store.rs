@@ -223,6 +223,7 @@ mod tests {
             uid: uid.into(),
             labels: Default::default(),
             owner: None,
+            workload: None,
             node_name: None,
             static_pod: false,
             phase: Default::default(),

@@ -15,7 +15,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use super::IpCidr;
 use crate::{
-    kube::{PodStore, Remote, workload},
+    kube::{PodStore, Remote, workload::Workloads},
     node::{cgroup::CgroupInfo, cgroup_path::Runtime},
 };
 
@@ -189,8 +189,8 @@ impl LabelSource for CgroupLabels {
 }
 
 /// The cgroup labels joined with the pod store: namespace, pod, container and owner by
-/// container id (else pod by pod UID).
-pub struct PodStoreLabels(pub Arc<PodStore>);
+/// container id (else pod by pod UID); the workload named as the join names it.
+pub struct PodStoreLabels(pub Arc<PodStore>, pub Workloads);
 
 impl LabelSource for PodStoreLabels {
     fn labels(&self, workload: &WorkloadIdentity) -> WorkloadLabels {
@@ -209,7 +209,7 @@ impl LabelSource for PodStoreLabels {
             labels.namespace = Some(Arc::from(pod.namespace.as_str()));
             labels.pod = Some(Arc::from(pod.name.as_str()));
             labels.pod_uid = Some(Arc::from(pod.uid.as_str()));
-            labels.workload = workload::workload(&pod).map(|(_, name)| Arc::from(name));
+            labels.workload = self.1.of(&pod).map(|w| Arc::from(w.name.as_str()));
         }
         labels
     }
@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn pod_store_labels_come_when_the_pod_is_known() {
         let store = Arc::new(PodStore::new());
-        let source = PodStoreLabels(Arc::clone(&store));
+        let source = PodStoreLabels(Arc::clone(&store), Workloads::by_name_only());
         let id = WorkloadIdentity::new(
             Some(Arc::from("c0ffee")),
             Some(Runtime::Containerd),
@@ -342,6 +342,11 @@ mod tests {
                     kind: "ReplicaSet".into(),
                     name: "web-7d9f".into(),
                 }),
+                // What the name rules give a ReplicaSet without the hash label: itself.
+                workload: Some(Arc::new(OwnerRef {
+                    kind: "ReplicaSet".into(),
+                    name: "web-7d9f".into(),
+                })),
                 node_name: None,
                 static_pod: false,
                 phase: Default::default(),

@@ -153,6 +153,7 @@ mod tests {
             })),
             found: None,
             pod: None,
+            workload: None,
             remote: None,
             direction: Some("outbound"),
         }
@@ -240,9 +241,11 @@ mod tests {
 
     #[test]
     fn series_counted_before_the_pod_is_known_are_relabelled() {
+        use crate::kube::workload::Workloads;
         let store = Arc::new(PodStore::new());
-        let metrics = Metrics::new(&MetricsConfig::default())
-            .with_label_source(Arc::new(PodStoreLabels(Arc::clone(&store))));
+        let metrics = Metrics::new(&MetricsConfig::default()).with_label_source(Arc::new(
+            PodStoreLabels(Arc::clone(&store), Workloads::by_name_only()),
+        ));
         let mut acc = metrics.accumulator();
         record_sample(&mut acc, &container());
         acc.publish();

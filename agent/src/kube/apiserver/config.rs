@@ -20,7 +20,7 @@ pub struct KubernetesConfig {
     /// name remote addresses. Off saves their memory on very large clusters.
     pub watch_services: bool,
     /// `kubernetes.watch_owners`: watch ReplicaSets and Jobs (all namespaces) to resolve a
-    /// pod's owner to its Deployment or CronJob.
+    /// pod's owner to its controller (a Deployment, a CronJob, any custom controller kind).
     pub watch_owners: bool,
     /// `kubernetes.max_backoff`: longest wait between retries of a failing watch.
     #[serde(with = "humantime_serde")]

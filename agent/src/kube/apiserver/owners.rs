@@ -1,8 +1,11 @@
-//! Owner resolution: a pod's owner (a ReplicaSet, a Job) to the workload that made it (a
-//! Deployment, a CronJob).
+//! Owner resolution: a pod's owner (a ReplicaSet, a Job) to the workload that made it — the
+//! owner's own controller, whatever its kind: a Deployment, a CronJob, an Argo Rollout, any
+//! custom controller.
 //!
-//! Only the links are kept: one entry per ReplicaSet owned by a Deployment and per Job owned
-//! by a CronJob (namespace, name → owner name); other ReplicaSets and Jobs are not stored.
+//! One entry per ReplicaSet and per Job of the cluster (the watches are metadata-only): its
+//! namespace and name → its workload (its controller, or itself when it has none, so that a
+//! bare ReplicaSet is not mistaken for a Deployment's by the name rules). Namespaces are shared
+//! keys; lookups take `&str` and allocate nothing.
 
 use std::{
     collections::HashMap,
@@ -11,33 +14,43 @@ use std::{
 
 use crate::kube::pods::OwnerRef;
 
-type Links = HashMap<(Arc<str>, Arc<str>), Arc<str>>;
+/// namespace → name → workload.
+type Links = HashMap<Arc<str>, HashMap<Box<str>, Arc<OwnerRef>>>;
 
-/// ReplicaSet → Deployment and Job → CronJob links.
+/// ReplicaSets' and Jobs' workloads.
 #[derive(Debug, Default)]
 pub struct OwnerIndex {
     replica_sets: RwLock<Links>,
     jobs: RwLock<Links>,
 }
 
-/// Which link table a watch feeds.
+/// Which table a watch feeds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnerLink {
-    /// ReplicaSet → Deployment.
     ReplicaSet,
-    /// Job → CronJob.
     Job,
 }
 
 impl OwnerLink {
-    /// The owner kind that makes a link.
-    pub fn parent_kind(self) -> &'static str {
+    /// The kind of the objects in the table.
+    pub fn kind(self) -> &'static str {
         match self {
-            OwnerLink::ReplicaSet => "Deployment",
-            OwnerLink::Job => "CronJob",
+            OwnerLink::ReplicaSet => "ReplicaSet",
+            OwnerLink::Job => "Job",
+        }
+    }
+
+    fn of_kind(kind: &str) -> Option<Self> {
+        match kind {
+            "ReplicaSet" => Some(OwnerLink::ReplicaSet),
+            "Job" => Some(OwnerLink::Job),
+            _ => None,
         }
     }
 }
+
+/// One ReplicaSet's or Job's entry: `(namespace, name, workload)`.
+pub type OwnerEntry = (String, String, OwnerRef);
 
 impl OwnerIndex {
     pub fn new() -> Self {
@@ -51,45 +64,45 @@ impl OwnerIndex {
         }
     }
 
-    /// The workload `owner` (a pod's owner, in `namespace`) belongs to: the Deployment of a
-    /// ReplicaSet, the CronJob of a Job; any other owner (or one not known yet) is returned as
-    /// it is.
-    pub fn workload(&self, owner: &OwnerRef, namespace: &str) -> OwnerRef {
-        let link = match owner.kind.as_str() {
-            "ReplicaSet" => OwnerLink::ReplicaSet,
-            "Job" => OwnerLink::Job,
-            _ => return owner.clone(),
-        };
+    /// The workload of `owner` (a pod's owner, in `namespace`) when the index knows it: a
+    /// ReplicaSet's or Job's controller (or the object itself when it has none). `None` for
+    /// other kinds and for objects not known (yet).
+    pub fn workload_of(&self, owner: &OwnerRef, namespace: &str) -> Option<Arc<OwnerRef>> {
+        let link = OwnerLink::of_kind(&owner.kind)?;
         let table = self.table(link).read().unwrap_or_else(|e| e.into_inner());
-        match table.get(&(Arc::from(namespace), Arc::from(owner.name.as_str()))) {
-            Some(parent) => OwnerRef {
-                kind: link.parent_kind().to_string(),
-                name: parent.to_string(),
-            },
-            None => owner.clone(),
-        }
+        table.get(namespace)?.get(owner.name.as_str()).cloned()
     }
 
-    /// Records (or, with `parent: None`, forgets) the link of one ReplicaSet or Job.
-    pub fn set(&self, link: OwnerLink, namespace: &str, name: &str, parent: Option<&str>) {
+    /// [`Self::workload_of`], with `owner` itself when the index does not know it.
+    pub fn workload(&self, owner: &OwnerRef, namespace: &str) -> OwnerRef {
+        self.workload_of(owner, namespace)
+            .map_or_else(|| owner.clone(), |w| OwnerRef::clone(&w))
+    }
+
+    /// Records (or, with `workload: None`, forgets) one ReplicaSet's or Job's workload.
+    pub fn set(&self, link: OwnerLink, namespace: &str, name: &str, workload: Option<OwnerRef>) {
         let mut table = self.table(link).write().unwrap_or_else(|e| e.into_inner());
-        let key = (Arc::from(namespace), Arc::from(name));
-        match parent {
-            Some(parent) => {
-                table.insert(key, Arc::from(parent));
+        match workload {
+            Some(workload) => {
+                insert(&mut table, namespace, name, workload);
             }
             None => {
-                table.remove(&key);
+                if let Some(names) = table.get_mut(namespace) {
+                    names.remove(name);
+                    if names.is_empty() {
+                        table.remove(namespace);
+                    }
+                }
             }
         }
     }
 
-    /// Replaces every link of one table (a re-list): `(namespace, name, parent)`.
-    pub fn replace(&self, link: OwnerLink, links: Vec<(String, String, String)>) {
-        let fresh: Links = links
-            .into_iter()
-            .map(|(ns, name, parent)| ((ns.into(), name.into()), parent.into()))
-            .collect();
+    /// Replaces every entry of one table (a re-list).
+    pub fn replace(&self, link: OwnerLink, entries: Vec<OwnerEntry>) {
+        let mut fresh = Links::new();
+        for (namespace, name, workload) in entries {
+            insert(&mut fresh, &namespace, &name, workload);
+        }
         let old = std::mem::replace(
             &mut *self.table(link).write().unwrap_or_else(|e| e.into_inner()),
             fresh,
@@ -97,17 +110,27 @@ impl OwnerIndex {
         drop(old);
     }
 
-    /// Links held in one table.
+    /// Entries held in one table.
     pub fn len(&self, link: OwnerLink) -> usize {
         self.table(link)
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .len()
+            .values()
+            .map(HashMap::len)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len(OwnerLink::ReplicaSet) == 0 && self.len(OwnerLink::Job) == 0
     }
+}
+
+fn insert(table: &mut Links, namespace: &str, name: &str, workload: OwnerRef) {
+    let names = match table.get_mut(namespace) {
+        Some(names) => names,
+        None => table.entry(Arc::from(namespace)).or_default(),
+    };
+    names.insert(Box::from(name), Arc::new(workload));
 }
 
 #[cfg(test)]
@@ -122,32 +145,53 @@ mod tests {
     }
 
     #[test]
-    fn resolves_and_forgets() {
+    fn resolves_any_controller_kind_and_forgets() {
         let index = OwnerIndex::new();
-        index.set(OwnerLink::ReplicaSet, "web", "front-7d9f", Some("front"));
-        index.set(OwnerLink::Job, "batch", "report-29707813", Some("report"));
+        index.set(
+            OwnerLink::ReplicaSet,
+            "web",
+            "front-7d9f",
+            Some(owner("Deployment", "front")),
+        );
+        index.set(
+            OwnerLink::ReplicaSet,
+            "web",
+            "canary-6f8d",
+            Some(owner("Rollout", "canary")),
+        );
+        index.set(
+            OwnerLink::Job,
+            "batch",
+            "report-29707813",
+            Some(owner("CronJob", "report")),
+        );
         assert_eq!(
             index.workload(&owner("ReplicaSet", "front-7d9f"), "web"),
             owner("Deployment", "front")
         );
-        // Same name, other namespace: not linked.
         assert_eq!(
-            index.workload(&owner("ReplicaSet", "front-7d9f"), "other"),
-            owner("ReplicaSet", "front-7d9f")
+            index.workload(&owner("ReplicaSet", "canary-6f8d"), "web"),
+            owner("Rollout", "canary")
+        );
+        // Same name, other namespace: not known.
+        assert_eq!(
+            index.workload_of(&owner("ReplicaSet", "front-7d9f"), "other"),
+            None
         );
         assert_eq!(
             index.workload(&owner("Job", "report-29707813"), "batch"),
             owner("CronJob", "report")
         );
-        assert_eq!(
-            index.workload(&owner("StatefulSet", "db"), "web"),
-            owner("StatefulSet", "db")
-        );
+        // Kinds that are workloads themselves are not looked up.
+        assert_eq!(index.workload_of(&owner("StatefulSet", "db"), "web"), None);
+        assert_eq!(index.len(OwnerLink::ReplicaSet), 2);
         index.set(OwnerLink::ReplicaSet, "web", "front-7d9f", None);
+        index.set(OwnerLink::ReplicaSet, "web", "canary-6f8d", None);
         assert_eq!(
-            index.workload(&owner("ReplicaSet", "front-7d9f"), "web"),
-            owner("ReplicaSet", "front-7d9f")
+            index.workload_of(&owner("ReplicaSet", "front-7d9f"), "web"),
+            None
         );
+        assert_eq!(index.len(OwnerLink::ReplicaSet), 0);
         index.replace(OwnerLink::Job, vec![]);
         assert!(index.is_empty());
     }

@@ -4,18 +4,17 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 
 use super::{
     labels::LabelIndex,
-    owners::{OwnerIndex, OwnerLink},
-    slim::{EndpointSlice, Service},
-    strip::{controller, object_name, pod_meta},
+    owners::{OwnerEntry, OwnerIndex, OwnerLink},
+    slim::{EndpointSlice, Pod, Service},
+    strip::{controller, object_name},
     watch::Sink,
 };
 use crate::kube::{
-    pods::PodMeta,
+    pods::{OwnerRef, PodMeta},
     services::{ObjectName, RemoteIndex, ServiceEntry, SliceEntry},
     store::{PodSource, PodStore},
 };
@@ -32,7 +31,7 @@ impl Sink<Pod> for PodSink {
     }
 
     fn listed(&mut self, pod: Pod) {
-        if let Some(meta) = pod_meta(&pod) {
+        if let Some(meta) = pod.pod {
             self.listed.push(meta);
         }
     }
@@ -43,7 +42,7 @@ impl Sink<Pod> for PodSink {
     }
 
     fn apply(&mut self, pod: Pod) {
-        if let Some(meta) = pod_meta(&pod) {
+        if let Some(meta) = pod.pod {
             self.store.upsert(PodSource::Apiserver, meta);
         }
     }
@@ -142,23 +141,23 @@ impl<K: Resource + Send + 'static> Sink<K> for NamespaceSink {
     }
 }
 
-/// ReplicaSet → Deployment or Job → CronJob links.
+/// ReplicaSets' and Jobs' workloads: their controller, of any kind.
 pub(super) struct OwnerSink {
     pub owners: Arc<OwnerIndex>,
     pub link: OwnerLink,
-    pub listed: Vec<(String, String, String)>,
+    pub listed: Vec<OwnerEntry>,
 }
 
 impl OwnerSink {
-    /// `(namespace, name, parent)` when the object's controller is the linked kind.
-    fn link_of<K: Resource>(&self, object: &K) -> Option<(String, String, String)> {
+    /// `(namespace, name, workload)`: the object's controller, or the object itself.
+    fn entry_of<K: Resource>(&self, object: &K) -> Option<OwnerEntry> {
         let meta = object.meta();
-        let parent = controller(meta).filter(|o| o.kind == self.link.parent_kind())?;
-        Some((
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone()?,
-            parent.name,
-        ))
+        let name = meta.name.clone().filter(|n| !n.is_empty())?;
+        let workload = controller(meta).unwrap_or_else(|| OwnerRef {
+            kind: self.link.kind().to_string(),
+            name: name.clone(),
+        });
+        Some((meta.namespace.clone().unwrap_or_default(), name, workload))
     }
 }
 
@@ -168,8 +167,8 @@ impl<K: Resource + Send + 'static> Sink<K> for OwnerSink {
     }
 
     fn listed(&mut self, object: K) {
-        if let Some(link) = self.link_of(&object) {
-            self.listed.push(link);
+        if let Some(entry) = self.entry_of(&object) {
+            self.listed.push(entry);
         }
     }
 
@@ -179,17 +178,10 @@ impl<K: Resource + Send + 'static> Sink<K> for OwnerSink {
     }
 
     fn apply(&mut self, object: K) {
-        let meta = object.meta();
-        let (Some(name), namespace) = (meta.name.as_deref(), meta.namespace.as_deref()) else {
-            return;
-        };
-        let parent = self.link_of(&object).map(|(_, _, parent)| parent);
-        self.owners.set(
-            self.link,
-            namespace.unwrap_or_default(),
-            name,
-            parent.as_deref(),
-        );
+        if let Some((namespace, name, workload)) = self.entry_of(&object) {
+            self.owners
+                .set(self.link, &namespace, &name, Some(workload));
+        }
     }
 
     fn delete(&mut self, object: K) {

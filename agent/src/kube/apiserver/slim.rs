@@ -1,4 +1,6 @@
-//! Services and EndpointSlices decoded straight into what the join keeps. A list page of
+//! Pods, Services and EndpointSlices decoded straight into what the join keeps. A pod is
+//! decoded by the kubelet path's own decoder ([`RawPod`]) into the same [`PodMeta`], so the
+//! two paths cannot disagree on a pod. A list page of
 //! thousands of them is decoded field by field into these small types (name, namespace,
 //! version; ClusterIPs and ports; addresses and their pods); everything else in the JSON —
 //! managed fields, annotations, status, topology — is skipped by the decoder and never
@@ -12,12 +14,18 @@ use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use k8s_openapi::{
     Metadata, Resource,
-    api::{core::v1::Service as FullService, discovery::v1::EndpointSlice as FullSlice},
+    api::{
+        core::v1::{Pod as FullPod, Service as FullService},
+        discovery::v1::EndpointSlice as FullSlice,
+    },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use serde::Deserialize;
 
-use crate::kube::services::{EndpointEntry, ObjectName, ServiceEntry, SliceEntry};
+use crate::kube::{
+    pods::{PodMeta, RawPod},
+    services::{EndpointEntry, ObjectName, ServiceEntry, SliceEntry},
+};
 
 /// The label on an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -73,6 +81,36 @@ macro_rules! stands_for {
             }
         }
     };
+}
+
+/// A pod: its [`PodMeta`] (`None` without `metadata.name` or `uid`, which the kubelet parser
+/// skips too), and the metadata the watcher reads.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "RawPod")]
+pub struct Pod {
+    pub metadata: ObjectMeta,
+    pub pod: Option<PodMeta>,
+}
+
+stands_for!(Pod, FullPod);
+
+impl From<RawPod> for Pod {
+    fn from(raw: RawPod) -> Self {
+        let metadata = raw
+            .metadata
+            .as_ref()
+            .map_or_else(ObjectMeta::default, |m| ObjectMeta {
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                uid: m.uid.clone(),
+                resource_version: m.resource_version.clone(),
+                ..ObjectMeta::default()
+            });
+        Pod {
+            metadata,
+            pod: raw.into_meta().ok(),
+        }
+    }
 }
 
 /// A Service: its ClusterIPs and ports.
@@ -206,7 +244,59 @@ impl From<SliceIn> for EndpointSlice {
 mod tests {
     use super::*;
 
-    use crate::kube::apiserver::strip::object_name;
+    use crate::kube::{apiserver::strip::object_name, pods::parse_pod_list};
+
+    /// The apiserver path decodes every pod of the vendored kubelet payloads to the same
+    /// [`PodMeta`] as the kubelet path, and keeps the metadata its watch reads.
+    #[test]
+    fn a_pod_decodes_to_the_kubelet_parsers_pod_meta() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/kubelet");
+        let mut compared = 0;
+        for entry in std::fs::read_dir(&dir).expect("fixtures dir") {
+            let path = entry.expect("dir entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if !name.starts_with("podlist_") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).expect("fixture");
+            let Ok(parsed) = parse_pod_list(&bytes) else {
+                continue;
+            };
+            let value: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+            for item in value["items"].as_array().cloned().unwrap_or_default() {
+                if item.is_null() {
+                    continue;
+                }
+                let uid = item["metadata"]["uid"].as_str().map(str::to_string);
+                let version = item["metadata"]["resourceVersion"]
+                    .as_str()
+                    .map(str::to_string);
+                let pod: Pod = serde_json::from_value(item).expect("any pod object decodes");
+                assert_eq!(pod.metadata.uid, uid, "{name}");
+                assert_eq!(pod.metadata.resource_version, version, "{name}");
+                let Some(meta) = pod.pod else {
+                    assert!(
+                        uid.is_none() || pod.metadata.name.is_none(),
+                        "{name}: a pod with name and uid gave no PodMeta"
+                    );
+                    continue;
+                };
+                let expected = parsed
+                    .pods
+                    .iter()
+                    .find(|p| p.uid == meta.uid)
+                    .unwrap_or_else(|| panic!("{name}: {} not in the kubelet parse", meta.name));
+                assert_eq!(&meta, expected, "{name}: {}", meta.name);
+                compared += 1;
+            }
+        }
+        assert!(compared > 50, "only {compared} pods compared");
+    }
 
     #[test]
     fn a_service_decodes_to_its_cluster_ips_and_ports() {

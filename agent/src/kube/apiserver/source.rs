@@ -11,7 +11,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
     batch::v1::Job,
-    core::v1::{Namespace, Node, Pod},
+    core::v1::{Namespace, Node},
 };
 use kube::{
     Api, Client,
@@ -31,7 +31,7 @@ use super::{
     labels::{LabelIndex, Labels},
     owners::{OwnerIndex, OwnerLink},
     sinks::{NamespaceSink, NodeSink, OwnerSink, PodSink, ServiceSink, SliceSink},
-    slim::{EndpointSlice, Service},
+    slim::{EndpointSlice, Pod, Service},
     sync::ApiserverSyncState,
     watch::{WatchContext, run},
 };
@@ -74,8 +74,8 @@ impl ApiserverHandle {
         rx.borrow().clone()
     }
 
-    /// The workload a pod's owner belongs to (ReplicaSet → Deployment, Job → CronJob); see
-    /// [`OwnerIndex::workload`].
+    /// The workload a pod's owner belongs to (a ReplicaSet's or Job's controller, of any
+    /// kind); see [`OwnerIndex::workload`].
     pub fn workload(&self, owner: &OwnerRef, namespace: &str) -> OwnerRef {
         self.owners.workload(owner, namespace)
     }
