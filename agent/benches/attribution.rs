@@ -83,7 +83,7 @@ fn kube_with_pods(n: u64) -> KubeJoin {
         pods: std::sync::Arc::new(store),
         kubelet: None,
         remote: None,
-        workloads: kube::workload::Workloads::by_name_only(),
+        ..KubeJoin::default()
     }
 }
 

@@ -72,11 +72,7 @@ fn main() {
                 identity: cgroup_path::parse(&path),
                 path: path.into(),
             })),
-            found: None,
-            pod: None,
-            workload: None,
-            remote: None,
-            direction: None,
+            ..Attribution::default()
         };
         let remote = 10 + (c % 200) as u8;
         for (dir, addr) in [

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use crate::{
     event::{ConnPhase, Event},
     kube::{
-        ContainerRef, KubeletHandle, PodStore, Remote, RemoteIndex, pods::OwnerRef,
-        workload::Workloads,
+        ContainerRef, KubeletHandle, LabelIndex, PodStore, Remote, RemoteIndex,
+        apiserver::labels::Labels, pods::OwnerRef, workload::Workloads,
     },
     node::{FoundConn, NodeModel, cgroup::CgroupInfo},
 };
@@ -31,6 +31,10 @@ pub struct Attribution {
     pub pod: Option<ContainerRef>,
     /// The pod's workload (its owner chain from the apiserver, else the name rules).
     pub workload: Option<Arc<OwnerRef>>,
+    /// The allow-listed labels of the pod's namespace (`kubernetes.namespace_labels`).
+    pub namespace_labels: Option<Labels>,
+    /// The allow-listed labels of this node (`kubernetes.node_labels`).
+    pub node_labels: Option<Labels>,
     /// For a connection found at start-up and now closing: its owner and id from the scan.
     pub found: Option<FoundConn>,
     /// For a connection: the Service or pod at the remote address, or `External`; `None`
@@ -58,6 +62,8 @@ pub struct KubeJoin {
     pub remote: Option<Arc<RemoteIndex>>,
     /// Names pods' workloads (with the apiserver's owner chain when it runs).
     pub workloads: Workloads,
+    /// Node and namespace labels, when the apiserver runs and the configuration shows some.
+    pub labels: Option<Arc<LabelIndex>>,
 }
 
 impl KubeJoin {
@@ -79,8 +85,18 @@ impl KubeJoin {
     pub fn attribute_cgroup(&self, node: &mut NodeModel, cgroup_id: u64) -> Attribution {
         let cgroup = node.cgroup(cgroup_id);
         let pod = self.pod_of(cgroup.as_deref());
+        let (namespace_labels, node_labels) = match &self.labels {
+            Some(labels) => (
+                pod.as_ref()
+                    .and_then(|p| labels.namespace(&p.pod.namespace)),
+                labels.node(),
+            ),
+            None => (None, None),
+        };
         Attribution {
             workload: pod.as_ref().and_then(|p| self.workloads.of(&p.pod)),
+            namespace_labels,
+            node_labels,
             pod,
             cgroup,
             found: None,

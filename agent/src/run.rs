@@ -323,6 +323,10 @@ pub async fn run(
         kubelet: kubelet.clone(),
         remote: apiserver.as_ref().map(|_| Arc::clone(&remote)),
         workloads: workloads.clone(),
+        labels: apiserver
+            .as_ref()
+            .map(|a| a.labels())
+            .filter(|l| l.wants_node() || l.wants_namespaces()),
     };
 
     let (health_tx, health_rx) = health::channel(Health::default());

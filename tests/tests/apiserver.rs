@@ -28,10 +28,17 @@ struct Running {
     handle: ApiserverHandle,
 }
 
+/// A node label key and a namespace label key of the stand-in's seed.
+const ZONE: &str = "topology.kubernetes.io/zone";
+const NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
+
+/// Every kind watched: node and namespace labels are shown (allow-listed).
 fn config(kubeconfig: std::path::PathBuf) -> KubernetesConfig {
     KubernetesConfig {
         kubeconfig: Some(kubeconfig),
         max_backoff: Duration::from_secs(1),
+        node_labels: vec![ZONE.into()],
+        namespace_labels: vec![NAMESPACE_NAME.into()],
         ..KubernetesConfig::default()
     }
 }
@@ -619,13 +626,18 @@ async fn owners_resolve_to_deployments_and_cronjobs() {
     })
     .await;
 
-    // Node and namespace labels came with metadata-only requests.
+    // Node and namespace labels came with metadata-only requests, only the allow-listed keys.
     let node = h.node_labels().expect("node labels");
     assert_eq!(
-        node.get("topology.kubernetes.io/zone").map(String::as_str),
-        Some("zone-a")
+        node.iter().collect::<Vec<_>>(),
+        [(&ZONE.to_string(), &"zone-a".to_string())],
+        "only the allow-listed node label"
     );
-    assert!(h.labels().namespace("scraper").is_some());
+    let namespace = h.labels().namespace("scraper").expect("namespace labels");
+    assert_eq!(
+        namespace.get(NAMESPACE_NAME).map(String::as_str),
+        Some("scraper")
+    );
     for r in running.standin.requests() {
         let metadata_only = matches!(
             r.resource,
@@ -633,6 +645,50 @@ async fn owners_resolve_to_deployments_and_cronjobs() {
         );
         assert_eq!(r.metadata_only, metadata_only, "{r:?}");
     }
+}
+
+/// With no node or namespace label shown (the default), neither is watched: no memory, no
+/// requests, no RBAC rule needed for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_and_namespaces_are_not_watched_unless_their_labels_are_shown() {
+    let standin = ApiserverStandin::start();
+    let handle = spawn_apiserver_source(
+        KubernetesConfig {
+            kubeconfig: Some(standin.kubeconfig()),
+            max_backoff: Duration::from_secs(1),
+            ..KubernetesConfig::default()
+        },
+        FIXTURE_NODE,
+        Arc::new(PodStore::new()),
+        Arc::new(RemoteIndex::new()),
+    )
+    .expect("source starts");
+    let watched: Vec<WatchKind> = WatchKind::ALL
+        .into_iter()
+        .filter(|k| !matches!(k, WatchKind::Node | WatchKind::Namespaces))
+        .collect();
+    let state = tokio::time::timeout(
+        WAIT,
+        handle.wait_for(|s| s.healthy() && watched.iter().all(|k| s.kinds.contains_key(k))),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("not synced: {:#?}", handle.state()));
+    let kinds: Vec<WatchKind> = state.kinds.keys().copied().collect();
+    assert_eq!(kinds, watched, "{state:#?}");
+    for resource in [Resource::Nodes, Resource::Namespaces] {
+        assert_eq!(
+            standin.list_requests(resource),
+            0,
+            "{resource:?} was listed"
+        );
+        assert_eq!(
+            standin.watch_requests(resource),
+            0,
+            "{resource:?} was watched"
+        );
+    }
+    assert!(handle.node_labels().is_none());
+    assert_eq!(handle.labels().namespace_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

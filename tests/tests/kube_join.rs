@@ -460,6 +460,11 @@ fn a_custom_controllers_pod_is_named_by_the_owner_chain() {
         FIXTURE_NODE,
         "--kubelet-enabled",
         "false",
+        // Shown labels of the namespace and of the node: only these keys.
+        "--set",
+        "kubernetes.namespace_labels=kubernetes.io/metadata.name",
+        "--set",
+        "kubernetes.node_labels=topology.kubernetes.io/zone",
     ]);
     let metrics = agent.metrics_addr();
     let top = format!("sonde-test-{}", unique_id("kowner"));
@@ -472,13 +477,22 @@ fn a_custom_controllers_pod_is_named_by_the_owner_chain() {
         &pod.cgroup_path(&top),
     );
     let running = bundle.spawn(&unique_id("kowner"));
-    // Until the watches have listed, the pod is not known: wait for a named exec.
+    // Until the watches have listed, the pod and the labels are not known: wait for an exec
+    // that has them all.
+    let labelled = |e: &Value| {
+        e["namespace_labels"] == serde_json::json!({"kubernetes.io/metadata.name": namespace})
+            && e["node_labels"] == serde_json::json!({"topology.kubernetes.io/zone": "zone-a"})
+    };
     let named = |ev: &[Value]| {
         execs_of(ev, &pod.container_id)
             .iter()
-            .any(|e| !e["workload"].is_null())
+            .any(|e| !e["workload"].is_null() && labelled(e))
     };
-    let events = agent.wait_for("an exec of the pod with its workload", WAIT, named);
+    let events = agent.wait_for(
+        "an exec of the pod with its workload, namespace and node labels",
+        WAIT,
+        named,
+    );
     let what = "the container's series labelled with the Rollout";
     let series = poll_until(what, WAIT, || {
         let exposition = Exposition::parse(&scrape(metrics));
@@ -511,4 +525,8 @@ fn a_custom_controllers_pod_is_named_by_the_owner_chain() {
         assert_eq!(e["workload_kind"], "Rollout", "{e}");
         assert_eq!(e["workload"], rollout, "{e}");
     }
+    assert!(
+        named(&events),
+        "no exec carried the workload and the labels"
+    );
 }

@@ -462,6 +462,18 @@ pub static KEYS: &[Key] = &[
         None,
         "Pod label keys copied onto events (`pod_labels`), an allow-list: other labels are never shown.",
     ),
+    key(
+        "kubernetes.namespace_labels",
+        Kind::Strings,
+        None,
+        "Namespace label keys copied onto the events of a pod (`namespace_labels`), an allow-list. Empty: namespaces are not watched.",
+    ),
+    key(
+        "kubernetes.node_labels",
+        Kind::Strings,
+        None,
+        "This node's label keys copied onto every event (`node_labels`), e.g. `topology.kubernetes.io/zone`; an allow-list. Empty: the node is not watched.",
+    ),
     nullable(key(
         "kubernetes.context",
         Kind::Str,

@@ -229,22 +229,39 @@ fn attribution_fields(o: &mut Obj<'_>, attr: &Attribution, pod_labels: &[String]
         && !pod_labels.is_empty()
     {
         // Only the allow-listed keys the pod has.
-        o.key("pod_labels");
-        o.out.push(b'{');
-        let mut first = true;
-        for key in pod_labels {
-            if let Some(value) = p.pod.labels.get(key) {
-                if !first {
-                    o.out.push(b',');
-                }
-                first = false;
-                write_str(o.out, key);
-                o.out.push(b':');
-                write_str(o.out, value);
-            }
-        }
-        o.out.push(b'}');
+        let pairs = pod_labels
+            .iter()
+            .filter_map(|key| Some((key.as_str(), p.pod.labels.get(key)?.as_str())));
+        label_object(o, "pod_labels", pairs);
     }
+    // The label index keeps only the allow-listed keys.
+    for (name, labels) in [
+        ("namespace_labels", &attr.namespace_labels),
+        ("node_labels", &attr.node_labels),
+    ] {
+        if let Some(labels) = labels {
+            label_object(
+                o,
+                name,
+                labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            );
+        }
+    }
+}
+
+/// `"name":{"key":"value",…}`.
+fn label_object<'v>(o: &mut Obj<'_>, name: &str, pairs: impl Iterator<Item = (&'v str, &'v str)>) {
+    o.key(name);
+    o.out.push(b'{');
+    for (i, (key, value)) in pairs.enumerate() {
+        if i > 0 {
+            o.out.push(b',');
+        }
+        write_str(o.out, key);
+        o.out.push(b':');
+        write_str(o.out, value);
+    }
+    o.out.push(b'}');
 }
 
 /// Who is at the remote end of a connection (Kubernetes Services and endpoints).

@@ -151,11 +151,8 @@ mod tests {
                 identity: cgroup_path::parse(&path),
                 path: path.into(),
             })),
-            found: None,
-            pod: None,
-            workload: None,
-            remote: None,
             direction: Some("outbound"),
+            ..Attribution::default()
         }
     }
 

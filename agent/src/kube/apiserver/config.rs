@@ -27,6 +27,12 @@ pub struct KubernetesConfig {
     pub max_backoff: Duration,
     /// `kubernetes.pod_labels`: pod label keys shown on events (an allow-list).
     pub pod_labels: Vec<String>,
+    /// `kubernetes.namespace_labels`: namespace label keys shown on events (an allow-list).
+    /// Empty (the default): namespaces are not watched at all.
+    pub namespace_labels: Vec<String>,
+    /// `kubernetes.node_labels`: this node's label keys shown on events (an allow-list).
+    /// Empty (the default): the node is not watched.
+    pub node_labels: Vec<String>,
 }
 
 impl Default for KubernetesConfig {
@@ -39,6 +45,8 @@ impl Default for KubernetesConfig {
             watch_owners: true,
             max_backoff: Duration::from_secs(30),
             pod_labels: Vec::new(),
+            namespace_labels: Vec::new(),
+            node_labels: Vec::new(),
         }
     }
 }

@@ -186,7 +186,10 @@ pub fn spawn_apiserver_source(
         ..ApiserverSyncState::default()
     });
     let owners = Arc::new(OwnerIndex::new());
-    let labels = Arc::new(LabelIndex::new());
+    let labels = Arc::new(LabelIndex::new(
+        config.node_labels.clone(),
+        config.namespace_labels.clone(),
+    ));
     let supervisor = Supervisor {
         config,
         node_name: node_name.to_string(),
@@ -278,29 +281,33 @@ impl Supervisor {
         };
         tasks.spawn(run(pods, sink, cx(WatchKind::Pods)));
 
-        let node = watcher(
-            Api::<PartialObjectMeta<Node>>::all(client.clone()),
-            base.clone()
-                .fields(&format!("metadata.name={}", self.node_name)),
-        )
-        .backoff(backoff());
-        let sink = NodeSink {
-            labels: Arc::clone(&self.labels),
-            node_name: self.node_name.clone(),
-            listed: None,
-        };
-        tasks.spawn(run(node, sink, cx(WatchKind::Node)));
-
-        let namespaces = watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            base.clone(),
-        )
-        .backoff(backoff());
-        let sink = NamespaceSink {
-            labels: Arc::clone(&self.labels),
-            listed: Vec::new(),
-        };
-        tasks.spawn(run(namespaces, sink, cx(WatchKind::Namespaces)));
+        // The node and namespaces only for the labels the configuration shows.
+        if self.labels.wants_node() {
+            let node = watcher(
+                Api::<PartialObjectMeta<Node>>::all(client.clone()),
+                base.clone()
+                    .fields(&format!("metadata.name={}", self.node_name)),
+            )
+            .backoff(backoff());
+            let sink = NodeSink {
+                labels: Arc::clone(&self.labels),
+                node_name: self.node_name.clone(),
+                listed: None,
+            };
+            tasks.spawn(run(node, sink, cx(WatchKind::Node)));
+        }
+        if self.labels.wants_namespaces() {
+            let namespaces = watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                base.clone(),
+            )
+            .backoff(backoff());
+            let sink = NamespaceSink {
+                labels: Arc::clone(&self.labels),
+                listed: Vec::new(),
+            };
+            tasks.spawn(run(namespaces, sink, cx(WatchKind::Namespaces)));
+        }
 
         if self.config.watch_owners {
             let replica_sets = watcher(
