@@ -265,7 +265,7 @@ async fn gone_forces_a_relist_and_the_store_is_right_afterwards() {
     assert!(pods.expired >= 1, "{pods:?}");
     assert!(pods.lists >= 2, "{pods:?}");
     assert_eq!(
-        pods.consecutive_failures, 0,
+        pods.sync.consecutive_failures, 0,
         "410 is not a failure: {pods:?}"
     );
 }
@@ -330,7 +330,7 @@ async fn a_stream_cut_mid_object_is_resumed() {
     assert_eq!(s.list_requests(Resource::Pods), 1);
     let state = running.handle.state();
     let pods = state.kind(WatchKind::Pods).expect("pods state");
-    assert_eq!(pods.consecutive_failures, 0, "{pods:?}");
+    assert_eq!(pods.sync.consecutive_failures, 0, "{pods:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +349,7 @@ async fn a_malformed_event_is_counted_and_the_watch_goes_on() {
     let state = running.handle.state();
     let pods = state.kind(WatchKind::Pods).expect("pods state");
     assert!(pods.stream_errors >= 1, "{pods:?}");
-    assert_eq!(pods.consecutive_failures, 0, "{pods:?}");
+    assert_eq!(pods.sync.consecutive_failures, 0, "{pods:?}");
     assert_eq!(s.list_requests(Resource::Pods), 1);
 }
 
@@ -369,13 +369,13 @@ async fn wrong_token_is_diagnosed_as_401() {
         WAIT,
         handle.wait_for(|s| {
             s.kind(WatchKind::Pods)
-                .is_some_and(|k| k.last_error.is_some())
+                .is_some_and(|k| k.sync.last_error.is_some())
         }),
     )
     .await
     .expect("an error is reported");
     let pods_state = state.kind(WatchKind::Pods).expect("pods");
-    let message = pods_state.last_error.as_deref().unwrap_or_default();
+    let message = pods_state.sync.last_error.as_deref().unwrap_or_default();
     assert!(message.contains("401 Unauthorized"), "{message}");
     assert!(
         message.contains(&kubeconfig.display().to_string()),
@@ -406,7 +406,7 @@ async fn forbidden_kind_names_the_missing_rbac_rule_and_recovers() {
         WAIT,
         running.handle.wait_for(|s| {
             s.kind(WatchKind::EndpointSlices)
-                .is_some_and(|k| k.last_error.is_some())
+                .is_some_and(|k| k.sync.last_error.is_some())
                 && s.kind(WatchKind::Pods).is_some_and(|k| k.synced)
                 && s.kind(WatchKind::Services).is_some_and(|k| k.synced)
         }),
@@ -414,7 +414,7 @@ async fn forbidden_kind_names_the_missing_rbac_rule_and_recovers() {
     .await
     .unwrap_or_else(|_| panic!("{:#?}", running.handle.state()));
     let slices = state.kind(WatchKind::EndpointSlices).expect("slices");
-    let message = slices.last_error.as_deref().unwrap_or_default();
+    let message = slices.sync.last_error.as_deref().unwrap_or_default();
     assert!(message.contains("403 Forbidden"), "{message}");
     assert!(
         message.contains(
@@ -715,14 +715,14 @@ async fn unreachable_apiserver_is_retried_and_reported() {
         WAIT,
         handle.wait_for(|s| {
             s.kind(WatchKind::Pods)
-                .is_some_and(|k| k.consecutive_failures >= 2)
+                .is_some_and(|k| k.sync.consecutive_failures >= 2)
         }),
     )
     .await
     .unwrap_or_else(|_| panic!("{:#?}", handle.state()));
     let message = state
         .kind(WatchKind::Pods)
-        .and_then(|k| k.last_error.clone())
+        .and_then(|k| k.sync.last_error.clone())
         .unwrap_or_default();
     assert!(message.contains("cannot reach the apiserver"), "{message}");
     assert!(message.contains(&port.to_string()), "{message}");

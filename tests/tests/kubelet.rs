@@ -172,7 +172,7 @@ async fn pods_land_in_the_store_with_exact_metadata() {
     assert_eq!(state.pods, 24);
     assert_eq!(state.url, format!("{}/pods", standin.url()));
     assert!(state.healthy());
-    assert!(state.last_success.is_some());
+    assert!(state.sync.last_success.is_some());
 
     let found = store
         .lookup_container("facedc3f02c7efea0daff3590c408c2fb5820f875b93cb4c757df0d10d73786f")
@@ -557,9 +557,10 @@ async fn refresher_keeps_the_last_good_list_through_failures() {
     // Malformed JSON: reported, data kept.
     standin.set_pods_fixture("invalid.json");
     handle.request_refresh();
-    let state = wait_state(&handle, "malformed failure", |s| s.failures >= 1).await;
+    let state = wait_state(&handle, "malformed failure", |s| s.sync.failures >= 1).await;
     assert!(
         state
+            .sync
             .last_error
             .as_deref()
             .is_some_and(|e| e.contains("malformed")),
@@ -576,9 +577,10 @@ async fn refresher_keeps_the_last_good_list_through_failures() {
     standin.set_pods_fixture("podlist_crio_gpu.json");
     standin.set_fault(Fault::CutMidBody);
     handle.request_refresh();
-    let state = wait_state(&handle, "cut failure", |s| s.failures >= 2).await;
+    let state = wait_state(&handle, "cut failure", |s| s.sync.failures >= 2).await;
     assert!(
         state
+            .sync
             .last_error
             .as_deref()
             .is_some_and(|e| e.contains("closed the connection after")),
@@ -594,7 +596,7 @@ async fn refresher_keeps_the_last_good_list_through_failures() {
     standin.set_fault(Fault::None);
     handle.request_refresh();
     let state = wait_state(&handle, "recovery", |s| s.successes >= 2).await;
-    assert_eq!(state.consecutive_failures, 0);
+    assert_eq!(state.sync.consecutive_failures, 0);
     assert_eq!(state.pods, 2);
     assert!(store.lookup_container(coredns).is_none());
     assert!(

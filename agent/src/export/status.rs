@@ -202,9 +202,9 @@ impl SourceState {
             error: if k.healthy() {
                 None
             } else {
-                k.last_error.clone()
+                k.sync.last_error.clone()
             },
-            last_sync: k.last_success.map(rfc3339),
+            last_sync: k.sync.last_success.map(rfc3339),
         }
     }
 }
@@ -213,10 +213,9 @@ impl SourceState {
     /// The apiserver source's state as status shows it; `pods` is this node's pods.
     pub fn from_apiserver(a: &crate::kube::ApiserverSyncState) -> Self {
         use crate::kube::WatchKind;
-        let failing = a
-            .kinds
-            .iter()
-            .find(|(_, k)| k.consecutive_failures > 0 || k.last_error.is_some() && !k.synced);
+        let failing = a.kinds.iter().find(|(_, k)| {
+            k.sync.consecutive_failures > 0 || k.sync.last_error.is_some() && !k.synced
+        });
         let state = if a.healthy() {
             "ok"
         } else if a.kinds.values().any(|k| k.synced) {
@@ -227,14 +226,15 @@ impl SourceState {
             "starting"
         };
         let error = a.client_error.clone().or_else(|| {
-            failing.and_then(|(kind, k)| k.last_error.as_ref().map(|e| format!("{kind:?}: {e}")))
+            failing
+                .and_then(|(kind, k)| k.sync.last_error.as_ref().map(|e| format!("{kind:?}: {e}")))
         });
         let pods = a.kind(WatchKind::Pods).filter(|k| k.synced);
         Self {
             state: state.into(),
             pods: pods.map(|k| k.objects as u64),
             error: if a.healthy() { None } else { error },
-            last_sync: pods.and_then(|k| k.last_success).map(rfc3339),
+            last_sync: pods.and_then(|k| k.sync.last_success).map(rfc3339),
         }
     }
 }

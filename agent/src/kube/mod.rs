@@ -5,11 +5,13 @@
 //! - [`kubelet`]: the kubelet `/pods` client, its diagnosis of failures, and the refresher task
 //!   that keeps the store's kubelet view current;
 //! - [`node`]: which node this agent runs on; [`detect`]: whether this host is a Kubernetes node;
-//! - [`workload`]: a pod's top-level controller (Deployment, CronJob, …) from the pod alone;
+//! - [`workload`]: a pod's top-level controller: the apiserver's owner chain, else the name rules;
 //! - [`apiserver`]: the apiserver watches (kube-rs): this node's pods as another
-//!   [`store::PodSource`] feeding the same store, node and namespace labels, owner links
-//!   (ReplicaSet → Deployment, Job → CronJob), Services and EndpointSlices;
-//! - [`services`]: the remote index — which Service or pod is at a peer address.
+//!   [`store::PodSource`] feeding the same store, node and namespace labels, owners
+//!   (each ReplicaSet's and Job's controller), Services and EndpointSlices;
+//! - [`services`]: the remote index — which Service or pod is at a peer address;
+//! - [`source`]: the kit every source shares: [`source::SourceHandle`], [`source::Backoff`],
+//!   [`source::SyncHealth`].
 
 pub mod apiserver;
 pub mod detect;
@@ -17,6 +19,7 @@ pub mod kubelet;
 pub mod node;
 pub mod pods;
 pub mod services;
+pub mod source;
 pub mod store;
 pub mod workload;
 

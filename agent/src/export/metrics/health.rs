@@ -272,14 +272,14 @@ pub(super) fn encode(
             None,
             MetricType::Gauge,
         )?;
-        gauge(&mut m, &none, unix(k.last_success))?;
+        gauge(&mut m, &none, unix(k.sync.last_success))?;
         let mut m = encoder.encode_descriptor(
             "sonde_kubelet_sync_consecutive_failures",
             "Failed kubelet fetches since the last success (0: healthy)",
             None,
             MetricType::Gauge,
         )?;
-        gauge(&mut m, &none, i64::from(k.consecutive_failures))?;
+        gauge(&mut m, &none, i64::from(k.sync.consecutive_failures))?;
         let mut m = encoder.encode_descriptor(
             "sonde_kubelet_syncs",
             "Kubelet pod list fetches, by result",
@@ -287,7 +287,7 @@ pub(super) fn encode(
             MetricType::Counter,
         )?;
         counter(&mut m, &Labels::one("result", "success"), k.successes)?;
-        counter(&mut m, &Labels::one("result", "failure"), k.failures)?;
+        counter(&mut m, &Labels::one("result", "failure"), k.sync.failures)?;
     }
     if let Some(a) = &h.apiserver {
         encode_apiserver(a, encoder)?;
@@ -384,12 +384,12 @@ fn encode_apiserver(a: &ApiserverSyncState, encoder: &mut DescriptorEncoder) -> 
         (
             "sonde_apiserver_sync_last_success_timestamp_seconds",
             "When the kind's last list or watch event was received (Unix time; 0: never)",
-            |k| unix(k.last_success),
+            |k| unix(k.sync.last_success),
         ),
         (
             "sonde_apiserver_sync_consecutive_failures",
             "Failed list or watch requests of the kind since its last success (0: healthy)",
-            |k| f64::from(k.consecutive_failures),
+            |k| f64::from(k.sync.consecutive_failures),
         ),
         (
             "sonde_apiserver_objects",
@@ -417,7 +417,7 @@ fn encode_apiserver(a: &ApiserverSyncState, encoder: &mut DescriptorEncoder) -> 
         (
             "sonde_apiserver_sync_failures",
             "Failed list or watch requests of the kind",
-            |k| k.failures,
+            |k| k.sync.failures,
         ),
         (
             "sonde_apiserver_watch_expired",

@@ -285,15 +285,19 @@ mod tests {
         let text = metrics.encode().expect("encodes");
         assert!(!text.contains("sonde_kubelet_"), "{text}");
         assert!(!text.contains("sonde_apiserver_"), "{text}");
+        use crate::kube::source::SyncHealth;
         let (tx, rx) = crate::pipeline::health::channel(Default::default());
         metrics.health.follow(rx);
         let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let mut model = crate::pipeline::health::Health {
             kubelet: Some(crate::kube::KubeletSyncState {
-                last_success: Some(when),
-                consecutive_failures: 2,
+                sync: SyncHealth {
+                    last_success: Some(when),
+                    consecutive_failures: 2,
+                    failures: 3,
+                    ..Default::default()
+                },
                 successes: 5,
-                failures: 3,
                 ..Default::default()
             }),
             ..Default::default()
@@ -303,7 +307,10 @@ mod tests {
             crate::kube::WatchKind::Services,
             crate::kube::KindSyncState {
                 synced: true,
-                last_success: Some(when),
+                sync: SyncHealth {
+                    last_success: Some(when),
+                    ..Default::default()
+                },
                 objects: 12,
                 lists: 2,
                 expired: 1,
@@ -313,8 +320,11 @@ mod tests {
         apiserver.kinds.insert(
             crate::kube::WatchKind::Pods,
             crate::kube::KindSyncState {
-                consecutive_failures: 4,
-                failures: 4,
+                sync: SyncHealth {
+                    consecutive_failures: 4,
+                    failures: 4,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         );

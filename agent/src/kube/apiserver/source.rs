@@ -19,7 +19,6 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{
         WatchStreamExt,
-        utils::Backoff,
         watcher::{self, watcher},
     },
 };
@@ -35,7 +34,12 @@ use super::{
     sync::ApiserverSyncState,
     watch::{WatchContext, run},
 };
-use crate::kube::{pods::OwnerRef, services::RemoteIndex, store::PodStore};
+use crate::kube::{
+    pods::OwnerRef,
+    services::RemoteIndex,
+    source::{Backoff, SourceHandle},
+    store::PodStore,
+};
 
 /// Objects per list page.
 const LIST_PAGE_SIZE: u32 = 500;
@@ -43,37 +47,23 @@ const LIST_PAGE_SIZE: u32 = 500;
 /// First retry delay of a failing watch or client build.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
-/// The running apiserver source. Dropping it stops every watch (the views keep their data).
+/// The running apiserver source: a [`SourceHandle`] (state, subscribe, wait_for; dropping it
+/// stops every watch, the views keep their data) with the views the watches fill.
 pub struct ApiserverHandle {
-    state: watch::Receiver<ApiserverSyncState>,
+    source: SourceHandle<ApiserverSyncState>,
     owners: Arc<OwnerIndex>,
     labels: Arc<LabelIndex>,
-    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for ApiserverHandle {
+    type Target = SourceHandle<ApiserverSyncState>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.source
+    }
 }
 
 impl ApiserverHandle {
-    /// The current sync state.
-    pub fn state(&self) -> ApiserverSyncState {
-        self.state.borrow().clone()
-    }
-
-    /// Follows sync state changes.
-    pub fn subscribe(&self) -> watch::Receiver<ApiserverSyncState> {
-        self.state.clone()
-    }
-
-    /// Waits until the state satisfies `pred` (checked at once, then on every change).
-    pub async fn wait_for(
-        &self,
-        mut pred: impl FnMut(&ApiserverSyncState) -> bool,
-    ) -> ApiserverSyncState {
-        let mut rx = self.state.clone();
-        if let Ok(state) = rx.wait_for(|s| pred(s)).await {
-            return state.clone();
-        }
-        rx.borrow().clone()
-    }
-
     /// The workload a pod's owner belongs to (a ReplicaSet's or Job's controller, of any
     /// kind); see [`OwnerIndex::workload`].
     pub fn workload(&self, owner: &OwnerRef, namespace: &str) -> OwnerRef {
@@ -93,13 +83,6 @@ impl ApiserverHandle {
     /// This node's labels, once the node was seen.
     pub fn node_labels(&self) -> Option<Labels> {
         self.labels.node()
-    }
-}
-
-impl Drop for ApiserverHandle {
-    fn drop(&mut self) {
-        // The supervisor owns the watch tasks (a JoinSet): aborting it aborts them.
-        self.task.abort();
     }
 }
 
@@ -202,10 +185,9 @@ pub fn spawn_apiserver_source(
     };
     let task = tokio::spawn(supervisor.run());
     Ok(ApiserverHandle {
-        state: rx,
+        source: SourceHandle::new(rx, task),
         owners,
         labels,
-        task,
     })
 }
 
@@ -222,7 +204,7 @@ struct Supervisor {
 
 impl Supervisor {
     async fn run(self) {
-        let mut backoff = ExponentialBackoff::new(self.config.max_backoff);
+        let mut backoff = Backoff::new(FIRST_BACKOFF, self.config.max_backoff);
         let describe = self.credentials.describe();
         let (client, server) = loop {
             match self.credentials.client().await {
@@ -232,7 +214,7 @@ impl Supervisor {
                         credentials: describe.clone(),
                         reason,
                     };
-                    let wait = backoff.next().unwrap_or(FIRST_BACKOFF);
+                    let wait = backoff.next_delay();
                     tracing::warn!(error = %error, retry_in = ?wait,
                         "cannot build the apiserver client");
                     self.state
@@ -260,7 +242,7 @@ impl Supervisor {
                 state: self.state.clone(),
             }
         };
-        let backoff = || ExponentialBackoff::new(self.config.max_backoff);
+        let backoff = || Backoff::new(FIRST_BACKOFF, self.config.max_backoff);
         // The cached list (resourceVersion=0) is served from the apiserver's watch cache, not
         // etcd: cheap when every node's agent lists at once. Lists are asked for in pages of
         // LIST_PAGE_SIZE, so a large cluster's Services arrive (and are decoded) a page at a
@@ -361,36 +343,5 @@ impl Supervisor {
                 tracing::error!(error = %err, "an apiserver watch task panicked (a bug)");
             }
         }
-    }
-}
-
-/// Doubling retry delays from [`FIRST_BACKOFF`] up to a maximum; reset by any success.
-struct ExponentialBackoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl ExponentialBackoff {
-    fn new(max: Duration) -> Self {
-        ExponentialBackoff {
-            next: FIRST_BACKOFF.min(max),
-            max,
-        }
-    }
-}
-
-impl Iterator for ExponentialBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let wait = self.next;
-        self.next = (self.next * 2).min(self.max);
-        Some(wait)
-    }
-}
-
-impl Backoff for ExponentialBackoff {
-    fn reset(&mut self) {
-        self.next = FIRST_BACKOFF.min(self.max);
     }
 }

@@ -1,26 +1,21 @@
 //! The apiserver source's health per watched kind, for `sonde status` and metrics.
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::kind::WatchKind;
+use crate::kube::source::SyncHealth;
 
 /// One watch's health.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KindSyncState {
     /// A full list has been loaded at least once (the kind's view is complete).
     pub synced: bool,
-    /// The last list or event received.
-    pub last_success: Option<SystemTime>,
-    /// The latest failure's message (cause and fix); kept after a recovery, see
-    /// `consecutive_failures` for the current health.
-    pub last_error: Option<String>,
-    pub last_error_at: Option<SystemTime>,
-    /// Failures since the last list or event; 0 when healthy.
-    pub consecutive_failures: u32,
-    /// Failed list or watch requests since start.
-    pub failures: u64,
+    /// Successes (a list, an event) and failed list or watch requests (the fields every
+    /// source has).
+    #[serde(flatten)]
+    pub sync: SyncHealth,
     /// Objects held for this kind now (stripped).
     pub objects: usize,
     /// Full lists loaded (the first, and each re-list after `410 Gone`).
@@ -39,7 +34,7 @@ pub struct KindSyncState {
 
 impl KindSyncState {
     pub fn healthy(&self) -> bool {
-        self.synced && self.consecutive_failures == 0
+        self.synced && self.sync.ok()
     }
 }
 

@@ -8,11 +8,11 @@
 //! doubling to 30 s, with jitter, reset after 2 quiet minutes) spaces the retries. Nothing
 //! here ends the task.
 
-use std::time::SystemTime;
-
 use futures_util::{Stream, StreamExt};
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
+
+use crate::kube::source::FailureLog;
 
 use super::{
     error::{Context, Diagnosis, diagnose},
@@ -51,7 +51,7 @@ pub(super) async fn run<K, S>(
     let mut stream = std::pin::pin!(stream);
     let kind = cx.kind;
     // The error last logged at warn level, to log a repeating one only at debug.
-    let mut logged_error: Option<String> = None;
+    let mut failures = FailureLog::default();
     while let Some(item) = stream.next().await {
         match item {
             Ok(Event::Init) => sink.begin(),
@@ -62,15 +62,8 @@ pub(super) async fn run<K, S>(
                 // memory back, or a large cluster's first list stays in the agent's RSS.
                 crate::memory::trim_heap();
                 let objects = sink.count();
-                let (first, recovered) = {
-                    let state = cx.state.borrow();
-                    let k = state.kind(kind);
-                    (
-                        k.is_none_or(|k| k.lists == 0),
-                        k.map_or(0, |k| k.consecutive_failures),
-                    )
-                };
-                record_success(&cx, objects, |k| k.lists += 1);
+                let first = cx.state.borrow().kind(kind).is_none_or(|k| k.lists == 0);
+                let recovered = record_success(&cx, objects, |k| k.lists += 1);
                 if first {
                     tracing::info!(%kind, objects, "apiserver watch listed");
                 } else if recovered > 0 {
@@ -79,7 +72,7 @@ pub(super) async fn run<K, S>(
                 } else {
                     tracing::debug!(%kind, objects, "apiserver watch re-listed");
                 }
-                logged_error = None;
+                failures.clear();
             }
             Ok(Event::Apply(object)) => {
                 sink.apply(object);
@@ -109,27 +102,23 @@ pub(super) async fn run<K, S>(
                     }
                     Diagnosis::Failure(error) => {
                         let message = error.to_string();
-                        let failures = cx
-                            .state
-                            .borrow()
-                            .kind(kind)
-                            .map_or(0, |k| k.consecutive_failures)
-                            + 1;
-                        if logged_error.as_deref() == Some(message.as_str()) {
-                            tracing::debug!(%kind, error = %message, failures,
-                                "apiserver watch still failing");
-                        } else {
-                            tracing::warn!(%kind, error = %message, failures,
-                                "apiserver watch failed; keeping what it had, retrying");
-                            logged_error = Some(message.clone());
-                        }
+                        let new = failures.is_new(&message);
+                        let mut in_a_row = 0;
                         cx.state.send_modify(|s| {
-                            let k = s.kinds.entry(kind).or_default();
-                            k.last_error = Some(message);
-                            k.last_error_at = Some(SystemTime::now());
-                            k.consecutive_failures = failures;
-                            k.failures += 1;
+                            in_a_row = s
+                                .kinds
+                                .entry(kind)
+                                .or_default()
+                                .sync
+                                .failed(message.clone());
                         });
+                        if new {
+                            tracing::warn!(%kind, error = %message, failures = in_a_row,
+                                "apiserver watch failed; keeping what it had, retrying");
+                        } else {
+                            tracing::debug!(%kind, error = %message, failures = in_a_row,
+                                "apiserver watch still failing");
+                        }
                     }
                 }
             }
@@ -137,17 +126,19 @@ pub(super) async fn run<K, S>(
     }
 }
 
+/// Records a list or an event; returns the failures in a row it ends.
 fn record_success(
     cx: &WatchContext,
     objects: usize,
     count: impl FnOnce(&mut super::sync::KindSyncState),
-) {
+) -> u32 {
+    let mut recovered = 0;
     cx.state.send_modify(|s| {
         let k = s.kinds.entry(cx.kind).or_default();
         k.synced = true;
-        k.last_success = Some(SystemTime::now());
-        k.consecutive_failures = 0;
+        recovered = k.sync.succeeded();
         k.objects = objects;
         count(k);
     });
+    recovered
 }

@@ -14,13 +14,13 @@ use std::{
 use serde::Serialize;
 use tokio::{
     sync::{Notify, watch},
-    task::JoinHandle,
     time::Instant,
 };
 
 use super::{KubeletClient, KubeletConfig, KubeletError};
 use crate::kube::{
     pods::ParsedPods,
+    source::{Backoff, FailureLog, SourceHandle, SyncHealth},
     store::{PodSource, PodStore},
 };
 
@@ -33,17 +33,11 @@ pub struct KubeletSyncState {
     /// The pod list URL (empty until the configuration was accepted).
     pub url: String,
     pub last_attempt: Option<SystemTime>,
-    pub last_success: Option<SystemTime>,
-    /// The latest failure's message (cause and fix); kept after a recovery, see
-    /// `consecutive_failures` for the current health.
-    pub last_error: Option<String>,
-    pub last_error_at: Option<SystemTime>,
-    /// Failures since the last success; 0 when healthy.
-    pub consecutive_failures: u32,
+    /// Successes and failures of the fetches (the fields every source has).
+    #[serde(flatten)]
+    pub sync: SyncHealth,
     /// Successful fetches since start.
     pub successes: u64,
-    /// Failed fetches since start.
-    pub failures: u64,
     /// Pods and indexed container ids in the store from the last good list.
     pub pods: usize,
     pub containers: usize,
@@ -55,15 +49,23 @@ pub struct KubeletSyncState {
 
 impl KubeletSyncState {
     pub fn healthy(&self) -> bool {
-        self.successes > 0 && self.consecutive_failures == 0
+        self.successes > 0 && self.sync.ok()
     }
 }
 
-/// The running refresher. Dropping it stops the task (the store keeps its data).
+/// The running refresher: a [`SourceHandle`] (state, subscribe, wait_for; dropping it stops the
+/// task, the store keeps its data) that can also be asked for a refresh.
 pub struct KubeletHandle {
     refresh: Arc<Notify>,
-    state: watch::Receiver<KubeletSyncState>,
-    task: JoinHandle<()>,
+    source: SourceHandle<KubeletSyncState>,
+}
+
+impl std::ops::Deref for KubeletHandle {
+    type Target = SourceHandle<KubeletSyncState>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.source
+    }
 }
 
 impl KubeletHandle {
@@ -71,35 +73,6 @@ impl KubeletHandle {
     /// non-blocking: call it from the event path when a container id is unknown.
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
-    }
-
-    /// The current sync state.
-    pub fn state(&self) -> KubeletSyncState {
-        self.state.borrow().clone()
-    }
-
-    /// Follows sync state changes (each attempt publishes one).
-    pub fn subscribe(&self) -> watch::Receiver<KubeletSyncState> {
-        self.state.clone()
-    }
-
-    /// Waits until the state satisfies `pred` (checked at once, then on every change).
-    pub async fn wait_for(
-        &self,
-        mut pred: impl FnMut(&KubeletSyncState) -> bool,
-    ) -> KubeletSyncState {
-        let mut rx = self.state.clone();
-        if let Ok(state) = rx.wait_for(|s| pred(s)).await {
-            return state.clone();
-        }
-        // The task is gone (aborted): the last state is all there will be.
-        rx.borrow().clone()
-    }
-}
-
-impl Drop for KubeletHandle {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -110,8 +83,7 @@ pub fn spawn_kubelet_source(config: KubeletConfig, store: Arc<PodStore>) -> Kube
     let task = tokio::spawn(Refresher::new(config, store, tx).run(Arc::clone(&refresh)));
     KubeletHandle {
         refresh,
-        state: rx,
-        task,
+        source: SourceHandle::new(rx, task),
     }
 }
 
@@ -120,9 +92,9 @@ struct Refresher {
     store: Arc<PodStore>,
     state: watch::Sender<KubeletSyncState>,
     client: Option<KubeletClient>,
-    backoff: Duration,
-    /// The error last logged at warn level, to log a repeating one only at debug.
-    logged_error: Option<String>,
+    /// Timer-driven retries of a failing kubelet.
+    backoff: Backoff,
+    failures: FailureLog,
 }
 
 impl Refresher {
@@ -131,14 +103,17 @@ impl Refresher {
         store: Arc<PodStore>,
         state: watch::Sender<KubeletSyncState>,
     ) -> Self {
-        let backoff = first_backoff(&config);
+        let backoff = Backoff::new(
+            config.min_refresh_interval.max(Duration::from_millis(50)),
+            MAX_BACKOFF.max(config.refresh_interval),
+        );
         Refresher {
             config,
             store,
             state,
             client: None,
             backoff,
-            logged_error: None,
+            failures: FailureLog::default(),
         }
     }
 
@@ -162,13 +137,10 @@ impl Refresher {
             let ok = self.attempt().await;
             next_due = Instant::now()
                 + if ok {
-                    self.backoff = first_backoff(&self.config);
+                    self.backoff.reset();
                     self.config.refresh_interval
                 } else {
-                    let wait = self.backoff;
-                    self.backoff =
-                        (self.backoff * 2).min(MAX_BACKOFF.max(self.config.refresh_interval));
-                    wait
+                    self.backoff.next_delay()
                 };
         }
     }
@@ -185,12 +157,11 @@ impl Refresher {
                 first_skip_reason,
             }) => {
                 let counts = self.store.replace(PodSource::Kubelet, pods);
-                let recovered_after = self.state.borrow().consecutive_failures;
                 let first = self.state.borrow().successes == 0;
+                let mut recovered_after = 0;
                 self.state.send_modify(|s| {
                     s.last_attempt = Some(attempted_at);
-                    s.last_success = Some(SystemTime::now());
-                    s.consecutive_failures = 0;
+                    recovered_after = s.sync.succeeded();
                     s.successes += 1;
                     s.pods = counts.pods;
                     s.containers = counts.containers;
@@ -211,7 +182,7 @@ impl Refresher {
                     tracing::debug!(skipped, first = %reason,
                         "kubelet pod list items skipped");
                 }
-                self.logged_error = None;
+                self.failures.clear();
                 true
             }
             Err(err) => {
@@ -225,21 +196,18 @@ impl Refresher {
                     self.client = None;
                 }
                 let message = err.to_string();
-                let failures = self.state.borrow().consecutive_failures + 1;
-                if self.logged_error.as_deref() == Some(message.as_str()) {
-                    tracing::debug!(error = %message, failures, "kubelet pod list still failing");
-                } else {
-                    tracing::warn!(error = %message, failures, retry_in = ?self.backoff,
-                        "kubelet pod list failed; keeping the last good list");
-                    self.logged_error = Some(message.clone());
-                }
+                let new = self.failures.is_new(&message);
+                let mut failures = 0;
                 self.state.send_modify(|s| {
                     s.last_attempt = Some(attempted_at);
-                    s.last_error = Some(message);
-                    s.last_error_at = Some(SystemTime::now());
-                    s.consecutive_failures = failures;
-                    s.failures += 1;
+                    failures = s.sync.failed(message.clone());
                 });
+                if new {
+                    tracing::warn!(error = %message, failures, retry_in = ?self.backoff.peek(),
+                        "kubelet pod list failed; keeping the last good list");
+                } else {
+                    tracing::debug!(error = %message, failures, "kubelet pod list still failing");
+                }
                 false
             }
         }
@@ -257,8 +225,4 @@ impl Refresher {
         };
         client.fetch_pods().await
     }
-}
-
-fn first_backoff(config: &KubeletConfig) -> Duration {
-    config.min_refresh_interval.max(Duration::from_millis(50))
 }
