@@ -12,6 +12,7 @@
 //! - [`config`]: one configuration model (defaults < file < env < flags);
 //! - [`run`]: the `sonde run` pipeline tying them together.
 
+pub mod aging;
 pub mod api;
 pub mod capture;
 pub mod client;

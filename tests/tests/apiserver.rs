@@ -260,7 +260,13 @@ async fn gone_forces_a_relist_and_the_store_is_right_afterwards() {
         pods_on_node(s, FIXTURE_NODE)
     );
     assert!(s.list_requests(Resource::Pods) >= 2, "no re-list");
-    let state = running.handle.state();
+    // The store is filled before the kind's state counts the list: wait for the count.
+    let relisted = |st: &sonde::kube::ApiserverSyncState| {
+        st.kind(WatchKind::Pods).is_some_and(|k| k.lists >= 2)
+    };
+    let state = tokio::time::timeout(WAIT, running.handle.wait_for(relisted))
+        .await
+        .unwrap_or_else(|_| panic!("the re-list never counted: {:#?}", running.handle.state()));
     let pods = state.kind(WatchKind::Pods).expect("pods state");
     assert!(pods.expired >= 1, "{pods:?}");
     assert!(pods.lists >= 2, "{pods:?}");

@@ -3,6 +3,7 @@
 //! out (counted when connections close), last activity.
 
 use std::{
+    cell::Cell,
     collections::HashMap,
     io::Write as _,
     sync::Arc,
@@ -10,6 +11,7 @@ use std::{
 };
 
 use crate::{
+    aging::{AgingMap, Now},
     enrich::Attribution,
     event::{ConnPhase, Event},
     kube::{ContainerRef, PodStore},
@@ -38,8 +40,39 @@ pub fn workload_label(cgroup: Option<&CgroupInfo>) -> String {
 
 /// Removed cgroups' rows with no open connection are forgotten after this long idle.
 const IDLE_EVICT: Duration = Duration::from_secs(300);
-/// At most this many rows (cgroups); beyond it the least recently active go first.
+/// At most this many rows (cgroups); beyond it the oldest go first.
 const MAX_ROWS: usize = 20_000;
+
+/// The table's time: the drain's, set once per drain ([`Summary::set_now`]) instead of read per
+/// event; as an `Instant` for the aging map, derived from the wall time the drain stamps.
+#[derive(Debug)]
+struct DrainNow {
+    base: (Instant, SystemTime),
+    now: Cell<Instant>,
+}
+
+impl Default for DrainNow {
+    fn default() -> Self {
+        let base = (Instant::now(), SystemTime::now());
+        Self {
+            base,
+            now: Cell::new(base.0),
+        }
+    }
+}
+
+impl DrainNow {
+    fn set(&self, wall: SystemTime) {
+        let since = wall.duration_since(self.base.1).unwrap_or_default();
+        self.now.set(self.base.0 + since);
+    }
+}
+
+impl Now for DrainNow {
+    fn now(&self) -> Instant {
+        self.now.get()
+    }
+}
 
 /// Counters of one cgroup.
 #[derive(Clone, Debug, Default)]
@@ -78,7 +111,8 @@ pub struct Workload {
 /// The per-workload table behind `sonde run --summary` and the status API. Rows are kept per
 /// cgroup id (a hash-map hit per event, no allocation) and added up by workload when read.
 pub struct Summary {
-    rows: HashMap<u64, Row>,
+    /// Rows by cgroup id; bounded to [`MAX_ROWS`], idle ones forgotten by [`Summary::expire`].
+    rows: AgingMap<u64, Row, DrainNow>,
     /// Names containers' pods when the table is read.
     pods: Option<Arc<PodStore>>,
     last_render: Option<Instant>,
@@ -91,7 +125,7 @@ pub struct Summary {
 impl Default for Summary {
     fn default() -> Self {
         Self {
-            rows: HashMap::new(),
+            rows: AgingMap::with_clock(MAX_ROWS, Duration::ZERO, DrainNow::default()),
             pods: None,
             last_render: None,
             now: SystemTime::now(),
@@ -111,7 +145,7 @@ impl Summary {
 
     fn row(&mut self, cgroup: Option<&Arc<CgroupInfo>>) -> &mut Row {
         let id = cgroup.map_or(0, |c| c.id);
-        let row = self.rows.entry(id).or_default();
+        let row = self.rows.get_or_insert_with(&id, Row::default, |_, _| {});
         if row.cgroup.is_none() {
             row.cgroup = cgroup.cloned();
         }
@@ -122,6 +156,7 @@ impl Summary {
     /// Sets the time stamped on the activity that follows (call once per drain).
     pub fn set_now(&mut self, now: SystemTime) {
         self.now = now;
+        self.rows.clock().set(now);
     }
 
     /// Rows (cgroups) tracked.
@@ -162,30 +197,15 @@ impl Summary {
         self.row(cgroup).conns_open += 1;
     }
 
-    /// Forgets rows of removed cgroups idle for [`IDLE_EVICT`] with nothing open, and the least
-    /// recently active beyond [`MAX_ROWS`].
+    /// Forgets rows of removed cgroups idle for [`IDLE_EVICT`] with nothing open (the bound,
+    /// [`MAX_ROWS`], is kept on insert: the oldest row goes first).
     pub fn expire(&mut self, node: &NodeModel) {
-        let before = self.rows.len();
-        let now = self.now;
-        self.rows.retain(|&id, row| {
-            let idle = row
-                .last_activity
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|d| d >= IDLE_EVICT);
-            !(id != 0 && idle && row.conns_open == 0 && node.cgroups.get(id).is_none())
-        });
-        if self.rows.len() > MAX_ROWS {
-            let mut by_age: Vec<(Option<SystemTime>, u64)> = self
-                .rows
-                .iter()
-                .map(|(id, r)| (r.last_activity, *id))
-                .collect();
-            by_age.sort_unstable();
-            for (_, id) in by_age.iter().take(self.rows.len() - MAX_ROWS) {
-                self.rows.remove(id);
-            }
-        }
-        self.evicted += (before - self.rows.len()) as u64;
+        self.rows.evict_idle(
+            IDLE_EVICT,
+            |&id, row| id != 0 && row.conns_open == 0 && node.cgroups.get(id).is_none(),
+            |_, _| {},
+        );
+        self.evicted = self.rows.evicted();
     }
 
     /// The table by workload, sorted by label: counters of its cgroups added up, and processes

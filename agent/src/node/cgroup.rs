@@ -7,14 +7,14 @@
 //! Removed cgroups stay for a grace period (events about them may still be in flight), then go;
 //! the index is bounded and counts what it evicts.
 
-use foldhash::{HashMap, HashMapExt};
 use std::{
-    collections::VecDeque,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use crate::aging::AgingMap;
 
 use super::{
     cgroup_path::{self, CgroupIdentity},
@@ -46,11 +46,6 @@ pub struct CgroupInfo {
     pub identity: CgroupIdentity,
 }
 
-struct Entry {
-    info: Arc<CgroupInfo>,
-    removed_at: Option<Instant>,
-}
-
 /// Counters for status and metrics.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CgroupIndexStats {
@@ -62,12 +57,8 @@ pub struct CgroupIndexStats {
 
 pub struct CgroupIndex {
     root: PathBuf,
-    by_id: HashMap<u64, Entry>,
-    /// Removed cgroups in removal order, and every cgroup in insertion order: expiry and
-    /// eviction pop these (validating lazily) instead of scanning the index.
-    removed: VecDeque<(u64, Instant)>,
-    inserted: VecDeque<u64>,
-    max_entries: usize,
+    /// Removed cgroups are retired entries: kept for [`REMOVED_GRACE`], evicted first.
+    by_id: AgingMap<u64, Arc<CgroupInfo>>,
     last_walk: Option<Instant>,
     stats: CgroupIndexStats,
 }
@@ -92,10 +83,7 @@ impl CgroupIndex {
     pub fn new(root: PathBuf, max_entries: usize) -> Self {
         let mut index = Self {
             root,
-            by_id: HashMap::new(),
-            removed: VecDeque::new(),
-            inserted: VecDeque::new(),
-            max_entries: max_entries.max(1),
+            by_id: AgingMap::new(max_entries, REMOVED_GRACE),
             last_walk: None,
             stats: CgroupIndexStats::default(),
         };
@@ -110,19 +98,20 @@ impl CgroupIndex {
     pub fn stats(&self) -> CgroupIndexStats {
         CgroupIndexStats {
             entries: self.by_id.len(),
+            evicted: self.by_id.evicted(),
             ..self.stats
         }
     }
 
     /// The cgroup with this id, if known.
     pub fn get(&self, id: u64) -> Option<&Arc<CgroupInfo>> {
-        self.by_id.get(&id).map(|e| &e.info)
+        self.by_id.get(&id)
     }
 
     /// The cgroup with this id; on a miss, re-walks the hierarchy (at most once a second).
     pub fn resolve(&mut self, id: u64) -> Option<Arc<CgroupInfo>> {
-        if let Some(e) = self.by_id.get(&id) {
-            return Some(Arc::clone(&e.info));
+        if let Some(info) = self.by_id.get(&id) {
+            return Some(Arc::clone(info));
         }
         self.stats.misses += 1;
         if self
@@ -131,7 +120,7 @@ impl CgroupIndex {
         {
             self.walk();
         }
-        self.by_id.get(&id).map(|e| Arc::clone(&e.info))
+        self.by_id.get(&id).cloned()
     }
 
     /// Id of the cgroup at `path` (relative to the root), from the index or the filesystem.
@@ -151,80 +140,27 @@ impl CgroupIndex {
 
     /// A cgroup the kernel reports removed: kept for a grace period.
     pub fn removed(&mut self, id: u64) {
-        if let Some(e) = self.by_id.get_mut(&id)
-            && e.removed_at.is_none()
-        {
-            let now = Instant::now();
-            e.removed_at = Some(now);
-            self.removed.push_back((id, now));
-        }
-        self.expire();
+        self.by_id.retire(&id);
+        self.by_id.expire(|_, _| {});
     }
 
     fn insert(&mut self, id: u64, path: String) {
-        if let Some(e) = self.by_id.get_mut(&id) {
-            // The same directory (a re-walk, or mkdir racing the start-up walk).
-            e.removed_at = None;
+        if self.by_id.contains_key(&id) {
+            // The same directory (a re-walk, or mkdir racing the start-up walk): live again.
+            if self.by_id.retired_at(&id).is_some()
+                && let Some(info) = self.by_id.get(&id).cloned()
+            {
+                self.by_id.insert(id, info, |_, _| {});
+            }
             return;
         }
-        if self.by_id.len() >= self.max_entries {
-            self.expire();
-            if self.by_id.len() >= self.max_entries {
-                self.evict_one();
-            }
-        }
         let identity = cgroup_path::parse(&path);
-        self.inserted.push_back(id);
-        if self.inserted.len() > 2 * self.by_id.len() + 1024 {
-            let by_id = &self.by_id;
-            self.inserted.retain(|id| by_id.contains_key(id));
-        }
-        self.by_id.insert(
+        let info = Arc::new(CgroupInfo {
             id,
-            Entry {
-                info: Arc::new(CgroupInfo {
-                    id,
-                    path: path.into_boxed_str(),
-                    identity,
-                }),
-                removed_at: None,
-            },
-        );
-    }
-
-    /// Drops removed entries past their grace period.
-    fn expire(&mut self) {
-        while let Some(&(id, at)) = self.removed.front() {
-            if at.elapsed() < REMOVED_GRACE {
-                break;
-            }
-            self.removed.pop_front();
-            self.remove_if(id, |e| e.removed_at == Some(at));
-        }
-    }
-
-    /// Removes `id` if it is still there and `check` holds; counts the eviction.
-    fn remove_if(&mut self, id: u64, check: impl Fn(&Entry) -> bool) -> bool {
-        if !self.by_id.get(&id).is_some_and(check) {
-            return false;
-        }
-        self.by_id.remove(&id);
-        self.stats.evicted += 1;
-        true
-    }
-
-    /// Makes room: the oldest removed entry, else the oldest indexed (counted either way).
-    fn evict_one(&mut self) {
-        while let Some((id, at)) = self.removed.pop_front() {
-            if self.remove_if(id, |e| e.removed_at == Some(at)) {
-                return;
-            }
-        }
-        while let Some(id) = self.inserted.pop_front() {
-            if self.remove_if(id, |_| true) {
-                return;
-            }
-        }
+            path: path.into_boxed_str(),
+            identity,
+        });
+        self.by_id.insert(id, info, |_, _| {});
     }
 
     /// Indexes every directory of the hierarchy.

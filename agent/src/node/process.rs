@@ -3,15 +3,16 @@
 //!
 //! Exited processes stay for a grace period (late events and parent lookups), then go. The table
 //! is bounded: past `max_entries` the oldest exited entries go first, then the oldest of all;
-//! each eviction is counted. Both orders are kept in queues (validated lazily when popped), so
-//! expiry and eviction cost O(1) amortised per process even when the table is full.
+//! each eviction is counted. The table is an [`AgingMap`] (an exited process is a retired
+//! entry), so expiry and eviction cost O(1) amortised per process even when it is full.
 
 use foldhash::{HashMap, HashMapExt};
 use std::{
-    collections::VecDeque,
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use crate::aging::AgingMap;
 
 /// How long an exited process stays in the table.
 const EXITED_GRACE: Duration = Duration::from_secs(30);
@@ -66,16 +67,10 @@ pub struct ProcessTableStats {
 }
 
 pub struct ProcessTable {
-    by_key: HashMap<ProcKey, ProcessInfo>,
+    by_key: AgingMap<ProcKey, ProcessInfo>,
     /// The live process behind each pid, for parent lookups by pid.
     by_pid: HashMap<u32, ProcKey>,
-    /// Exited processes in exit order (entries whose process is gone are skipped when popped).
-    exited: VecDeque<(ProcKey, Instant)>,
-    /// Every process in insertion order, for eviction when nothing has exited (lazily pruned).
-    inserted: VecDeque<ProcKey>,
-    max_entries: usize,
     ns_per_tick: u64,
-    evicted: u64,
 }
 
 /// Clock ticks per second as /proc counts them (USER_HZ).
@@ -93,13 +88,9 @@ pub fn ticks_to_ns(ticks: u64, hz: u64) -> u64 {
 impl ProcessTable {
     pub fn new(max_entries: usize) -> Self {
         Self {
-            by_key: HashMap::new(),
+            by_key: AgingMap::new(max_entries, EXITED_GRACE),
             by_pid: HashMap::new(),
-            exited: VecDeque::new(),
-            inserted: VecDeque::new(),
-            max_entries: max_entries.max(1),
             ns_per_tick: 1_000_000_000 / ticks_per_second(),
-            evicted: 0,
         }
     }
 
@@ -124,7 +115,7 @@ impl ProcessTable {
         ProcessTableStats {
             entries: self.by_key.len(),
             alive: self.by_pid.len(),
-            evicted: self.evicted,
+            evicted: self.by_key.evicted(),
         }
     }
 
@@ -162,15 +153,14 @@ impl ProcessTable {
     /// A process ended. Unknown processes (they predate Sonde and the scan missed them) are
     /// recorded as exited so late lookups still find their identity.
     pub fn exited(&mut self, key: ProcKey, fallback: impl FnOnce() -> ProcessInfo) {
-        let now = Instant::now();
         if !self.by_key.contains_key(&key) {
             self.insert(fallback());
         }
-        if let Some(info) = self.by_key.get_mut(&key)
-            && info.exited_at.is_none()
-        {
-            info.exited_at = Some(now);
-            self.exited.push_back((key, now));
+        if self.by_key.retired_at(&key).is_none() {
+            let at = self.by_key.retire(&key);
+            if let Some(info) = self.by_key.get_mut(&key) {
+                info.exited_at = at;
+            }
         }
         if self.by_pid.get(&key.pid) == Some(&key) {
             self.by_pid.remove(&key.pid);
@@ -179,59 +169,21 @@ impl ProcessTable {
 
     /// Drops exited processes past their grace period.
     pub fn expire(&mut self) {
-        while let Some(&(key, at)) = self.exited.front() {
-            if at.elapsed() < EXITED_GRACE {
-                break;
-            }
-            self.exited.pop_front();
-            self.remove_if(key, |p| p.exited_at == Some(at));
-        }
+        let by_pid = &mut self.by_pid;
+        self.by_key.expire(|key, _| forget_pid(by_pid, key));
     }
 
     fn insert(&mut self, info: ProcessInfo) {
-        if self.by_key.len() >= self.max_entries {
-            self.expire();
-            if self.by_key.len() >= self.max_entries {
-                self.evict_one();
-            }
+        let key = info.key;
+        let exited_at = info.exited_at;
+        if exited_at.is_none() {
+            self.by_pid.insert(key.pid, key);
         }
-        if info.exited_at.is_none() {
-            self.by_pid.insert(info.key.pid, info.key);
-        } else if let Some(at) = info.exited_at {
-            self.exited.push_back((info.key, at));
-        }
-        self.inserted.push_back(info.key);
-        if self.inserted.len() > 2 * self.by_key.len() + 1024 {
-            let by_key = &self.by_key;
-            self.inserted.retain(|k| by_key.contains_key(k));
-        }
-        self.by_key.insert(info.key, info);
-    }
-
-    /// Removes `key` if it is still there and `check` holds; counts the eviction.
-    fn remove_if(&mut self, key: ProcKey, check: impl Fn(&ProcessInfo) -> bool) -> bool {
-        if !self.by_key.get(&key).is_some_and(check) {
-            return false;
-        }
-        self.by_key.remove(&key);
-        if self.by_pid.get(&key.pid) == Some(&key) {
-            self.by_pid.remove(&key.pid);
-        }
-        self.evicted += 1;
-        true
-    }
-
-    /// The oldest exited process, else the oldest process.
-    fn evict_one(&mut self) {
-        while let Some((key, at)) = self.exited.pop_front() {
-            if self.remove_if(key, |p| p.exited_at == Some(at)) {
-                return;
-            }
-        }
-        while let Some(key) = self.inserted.pop_front() {
-            if self.remove_if(key, |_| true) {
-                return;
-            }
+        let by_pid = &mut self.by_pid;
+        self.by_key
+            .insert(key, info, |gone, _| forget_pid(by_pid, gone));
+        if let Some(at) = exited_at {
+            self.by_key.retire_at(&key, at);
         }
     }
 
@@ -248,6 +200,13 @@ impl ProcessTable {
             next = p.parent;
         }
         out
+    }
+}
+
+/// A removed process no longer answers for its pid (unless a newer one already does).
+fn forget_pid(by_pid: &mut HashMap<u32, ProcKey>, key: ProcKey) {
+    if by_pid.get(&key.pid) == Some(&key) {
+        by_pid.remove(&key.pid);
     }
 }
 

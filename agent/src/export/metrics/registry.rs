@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::aging::AgingMap;
+
 use super::{
     labels::WorkloadIdentity,
     series::{ConnCounts, Direction, ProcCounts},
@@ -36,7 +38,6 @@ pub struct ConnKey {
 pub struct WorkloadSeries {
     pub procs: ProcCounts,
     pub conns: HashMap<ConnKey, ConnCounts>,
-    updated: Instant,
 }
 
 impl WorkloadSeries {
@@ -50,11 +51,22 @@ impl WorkloadSeries {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Inner {
-    pub workloads: HashMap<WorkloadIdentity, WorkloadSeries>,
+    /// Bounded by the series count (`max_series`), not by entries; idle ones are evicted.
+    pub workloads: AgingMap<WorkloadIdentity, WorkloadSeries>,
     series: usize,
     last_evict: Option<Instant>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            workloads: AgingMap::new(usize::MAX, Duration::ZERO),
+            series: 0,
+            last_evict: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -140,7 +152,7 @@ impl WorkloadRegistry {
 }
 
 impl Guard<'_> {
-    pub fn workloads(&self) -> &HashMap<WorkloadIdentity, WorkloadSeries> {
+    pub fn workloads(&self) -> &AgingMap<WorkloadIdentity, WorkloadSeries> {
         &self.inner.workloads
     }
 
@@ -160,13 +172,12 @@ impl Guard<'_> {
             .is_none_or(|t| t.elapsed() >= self.registry.evict_interval);
         if due {
             self.inner.last_evict = Some(Instant::now());
-            let before = self.inner.series;
             let idle = self.registry.idle_evict;
+            let mut freed = 0;
             self.inner
                 .workloads
-                .retain(|_, w| w.updated.elapsed() < idle);
-            self.inner.series = self.inner.workloads.values().map(|w| w.series()).sum();
-            let freed = before.saturating_sub(self.inner.series);
+                .evict_idle(idle, |_, _| true, |_, w| freed += w.series());
+            self.inner.series = self.inner.series.saturating_sub(freed);
             if freed > 0 {
                 self.registry
                     .evicted
@@ -202,13 +213,11 @@ impl Guard<'_> {
                 WorkloadSeries {
                     procs: ProcCounts::default(),
                     conns: HashMap::new(),
-                    updated: Instant::now(),
                 },
+                |_, _| {},
             );
         }
-        let w = self.inner.workloads.get_mut(id)?;
-        w.updated = Instant::now();
-        Some(w)
+        self.inner.workloads.get_mut_touched(id)
     }
 
     pub fn add_procs(&mut self, id: &WorkloadIdentity, procs: &ProcCounts) {
@@ -219,14 +228,13 @@ impl Guard<'_> {
 
     pub fn add_conn(&mut self, id: &WorkloadIdentity, key: ConnKey, counts: &ConnCounts) {
         // Fast path, the common case: the workload and key exist, no new failure reason.
-        if let Some(w) = self.inner.workloads.get_mut(id)
+        if let Some(w) = self.inner.workloads.get_mut_touched(id)
             && let Some(c) = w.conns.get_mut(&key)
             && counts
                 .failed
                 .iter()
                 .all(|(r, _)| c.failed.iter().any(|(e, _)| e == r))
         {
-            w.updated = Instant::now();
             c.add_counts(counts);
             for (reason, n) in &counts.failed {
                 c.fail(reason.clone(), *n);
@@ -314,7 +322,7 @@ mod tests {
         conn.fail("refused".into(), 1);
         g.add_conn(&id(1), key("unknown"), &conn);
         g.add_conn(&id(1), key("unknown"), &conn);
-        let w = &g.workloads()[&id(1)];
+        let w = g.workloads().get(&id(1)).expect("workload 1");
         assert_eq!(w.procs.execs, 4);
         let c = &w.conns[&key("unknown")];
         assert_eq!((c.opened, c.sent_bytes), (2, 20));
@@ -329,7 +337,10 @@ mod tests {
         g.add_conn(&id(2), key("db"), &conn); // refused (key), reason never reached
         g.add_procs(&id(1), &procs); // existing: still counted
         assert!(!g.workloads().contains_key(&id(3)));
-        assert_eq!(g.workloads()[&id(1)].procs.execs, 6);
+        assert_eq!(
+            g.workloads().get(&id(1)).expect("workload 1").procs.execs,
+            6
+        );
         drop(g);
         assert_eq!(registry.series(), 4);
         assert_eq!(registry.refused(), 2);
