@@ -90,6 +90,18 @@ impl FixturePod {
     }
 }
 
+/// A container of `pod` that keeps exec'ing (`/bin/true` every 50 ms for about 15 s).
+fn exec_loop(pod: &FixturePod, top: &str) -> Bundle {
+    Bundle::new(
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do /bin/true; sleep 0.05; i=$((i+1)); done",
+        ],
+        &pod.cgroup_path(top),
+    )
+}
+
 fn kubelet_flags(standin: &KubeletStandin) -> Vec<String> {
     vec![
         "--kubelet-url".into(),
@@ -206,14 +218,7 @@ fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
     };
 
     // A container that keeps exec'ing, started while the kubelet is down.
-    let bundle = Bundle::new(
-        &[
-            "/bin/sh",
-            "-c",
-            "i=0; while [ $i -lt 300 ]; do /bin/true; sleep 0.05; i=$((i+1)); done",
-        ],
-        &pod.cgroup_path(&top),
-    );
+    let bundle = exec_loop(&pod, &top);
     let running = bundle.spawn(&unique_id("klate"));
     let untagged = agent.wait_for("five execs from the container", WAIT, |ev| {
         execs_of(ev, &pod.container_id).len() >= 5
@@ -468,14 +473,7 @@ fn a_custom_controllers_pod_is_named_by_the_owner_chain() {
     ]);
     let metrics = agent.metrics_addr();
     let top = format!("sonde-test-{}", unique_id("kowner"));
-    let bundle = Bundle::new(
-        &[
-            "/bin/sh",
-            "-c",
-            "i=0; while [ $i -lt 300 ]; do /bin/true; sleep 0.05; i=$((i+1)); done",
-        ],
-        &pod.cgroup_path(&top),
-    );
+    let bundle = exec_loop(&pod, &top);
     let running = bundle.spawn(&unique_id("kowner"));
     // Until the watches have listed, the pod and the labels are not known: wait for an exec
     // that has them all.

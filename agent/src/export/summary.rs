@@ -118,8 +118,6 @@ pub struct Summary {
     last_render: Option<Instant>,
     /// The time stamped on activity: set once per drain, not read per event.
     now: SystemTime,
-    /// Rows forgotten (idle removed cgroups, or over the bound).
-    pub evicted: u64,
 }
 
 impl Default for Summary {
@@ -129,7 +127,6 @@ impl Default for Summary {
             pods: None,
             last_render: None,
             now: SystemTime::now(),
-            evicted: 0,
         }
     }
 }
@@ -205,7 +202,11 @@ impl Summary {
             |&id, row| id != 0 && row.conns_open == 0 && node.cgroups.get(id).is_none(),
             |_, _| {},
         );
-        self.evicted = self.rows.evicted();
+    }
+
+    /// Rows forgotten (idle removed cgroups, or over the bound).
+    pub fn evicted(&self) -> u64 {
+        self.rows.evicted()
     }
 
     /// The table by workload, sorted by label: counters of its cgroups added up, and processes
@@ -397,7 +398,7 @@ mod tests {
         summary.set_now(t0 + Duration::from_secs(600));
         summary.expire(&node);
         assert_eq!(summary.len(), 1);
-        assert_eq!(summary.evicted, 2);
+        assert_eq!(summary.evicted(), 2);
     }
 
     #[test]

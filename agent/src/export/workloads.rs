@@ -57,7 +57,7 @@ impl Sink for WorkloadTable {
         health.workloads = self.table.workloads(node);
         health.workload_table = Some(TableStats {
             entries: self.table.len(),
-            evicted: self.table.evicted,
+            evicted: self.table.evicted(),
         });
         if let Some(r) = &self.render {
             health.output_dropped = r.out.dropped();
