@@ -225,11 +225,13 @@ async fn changes_and_deletions_arrive_within_two_seconds() {
     s.apply(Resource::Pods, new);
     let new_uid = "11111111-2222-4333-8444-555555555555";
     wait_pod(&running, new_uid, true, Duration::from_secs(2)).await;
-    let state = running.handle.state();
-    assert!(
-        state.kind(WatchKind::Pods).is_some_and(|k| k.events >= 3),
-        "{state:?}"
-    );
+    // The store is changed before the kind's state counts the event: wait for the count.
+    let counted = |st: &sonde::kube::ApiserverSyncState| {
+        st.kind(WatchKind::Pods).is_some_and(|k| k.events >= 3)
+    };
+    tokio::time::timeout(WAIT, running.handle.wait_for(counted))
+        .await
+        .unwrap_or_else(|_| panic!("3 events never counted: {:#?}", running.handle.state()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
