@@ -19,7 +19,7 @@ fn v4(net: u8, i: u32) -> IpAddr {
     IpAddr::from([net, a, b, c])
 }
 
-fn median_ns(mut probe: impl FnMut(u32) -> Remote) -> f64 {
+fn median_ns(mut probe: impl FnMut(u32) -> std::sync::Arc<Remote>) -> f64 {
     let mut samples = Vec::with_capacity(BATCHES);
     for _ in 0..BATCHES {
         let started = Instant::now();

@@ -39,7 +39,7 @@ pub struct Attribution {
     pub found: Option<FoundConn>,
     /// For a connection: the Service or pod at the remote address, or `External`; `None`
     /// without apiserver metadata, or while it knows no Service yet.
-    pub remote: Option<Remote>,
+    pub remote: Option<Arc<Remote>>,
     /// For a connection: `outbound`, `inbound` or `unknown` — the kernel's word when it knew,
     /// else the start-up scan's.
     pub direction: Option<&'static str>,
@@ -116,7 +116,7 @@ impl KubeJoin {
 
     /// The Service or pod at `addr`, when the apiserver metadata is there and knows Services
     /// (before that, nothing can be called external).
-    pub fn remote_of(&self, addr: std::net::SocketAddr) -> Option<Remote> {
+    pub fn remote_of(&self, addr: std::net::SocketAddr) -> Option<Arc<Remote>> {
         // An IPv4-mapped address (a dual-stack socket) is the IPv4 address it maps.
         self.remote
             .as_ref()?

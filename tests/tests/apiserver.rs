@@ -472,17 +472,17 @@ async fn remote_addresses_name_services_and_pods() {
         namespace: "scraper".into(),
         name: "e2e-deployment".into(),
     };
-    assert_eq!(r.lookup(ip("10.96.12.34"), 80), svc);
-    assert_eq!(r.lookup(ip("10.96.12.34"), 12345), svc);
+    assert_eq!(*r.lookup(ip("10.96.12.34"), 80), svc);
+    assert_eq!(*r.lookup(ip("10.96.12.34"), 12345), svc);
     assert_eq!(
-        r.lookup(ip("10.244.0.9"), 8080),
+        *r.lookup(ip("10.244.0.9"), 8080),
         Remote::Pod {
             namespace: "scraper".into(),
             name: "e2e-deployment-79967c5968-zjslc".into(),
             service: Some("e2e-deployment".into()),
         }
     );
-    assert_eq!(r.lookup(ip("8.8.8.8"), 53), Remote::External);
+    assert_eq!(*r.lookup(ip("8.8.8.8"), 53), Remote::External);
 
     // Live: a new Service, a Service deleted.
     running.standin.apply(
@@ -557,14 +557,14 @@ async fn large_lists_are_read_in_pages_and_every_object_is_known() {
         let (a, b) = (i / 250, i % 250);
         let name = format!("svc-{i:04}");
         assert_eq!(
-            running.remote.lookup(ip(&format!("10.97.{a}.{b}")), 80),
+            *running.remote.lookup(ip(&format!("10.97.{a}.{b}")), 80),
             Remote::Service {
                 namespace: "big".into(),
                 name: name.as_str().into(),
             }
         );
         assert_eq!(
-            running.remote.lookup(ip(&format!("10.245.{a}.{b}")), 8080),
+            *running.remote.lookup(ip(&format!("10.245.{a}.{b}")), 8080),
             Remote::Pod {
                 namespace: "big".into(),
                 name: format!("{name}-pod").into(),
@@ -580,7 +580,7 @@ async fn wait_remote(index: &RemoteIndex, addr: &str, want: &Remote) {
     let what = format!("{addr} named {want:?}");
     poll_until_async(what, Duration::from_secs(2), || {
         match index.lookup(addr.ip(), addr.port()) {
-            seen if seen == *want => Ok(()),
+            seen if *seen == *want => Ok(()),
             seen => Err(seen),
         }
     })

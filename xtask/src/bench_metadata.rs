@@ -1,5 +1,5 @@
 //! `cargo xtask bench` — the agent's memory with Kubernetes metadata loaded (500 pods from the
-//! test kubelet, 5,000 Services from the test apiserver; target ≤ 40 MiB), measured by the
+//! test kubelet, 5,000 Services from the test apiserver; targets RSS ≤ 30 MiB, peak ≤ 36 MiB), measured by the
 //! `bench-metadata` helper binary.
 
 use anyhow::Result;

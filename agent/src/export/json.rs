@@ -383,7 +383,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event, attr: &Attribution, ctx: &mut 
                 Some(e) => o.str("error", &e),
                 None => o.null("error"),
             }
-            remote_fields(&mut o, attr.remote.as_ref());
+            remote_fields(&mut o, attr.remote.as_deref());
         }
         Event::Cgroup { .. } => {}
     }
@@ -431,7 +431,7 @@ pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, attr: &Attribution, ct
     o.bool("found_at_start", true);
     o.null("connect_latency_ns");
     o.null("error");
-    remote_fields(&mut o, attr.remote.as_ref());
+    remote_fields(&mut o, attr.remote.as_deref());
     attribution_fields(&mut o, attr, &ctx.pod_labels);
     o.end();
 }

@@ -6,9 +6,9 @@
 //! hash lookup (a fast non-SipHash hasher) that yields a prebuilt [`Remote`]; names are shared
 //! (`Arc<str>`, namespaces interned), so a lookup allocates nothing.
 //!
-//! What is kept per Service: its ClusterIPs and ports; per EndpointSlice: its Service and, per
-//! address, the pod it targets. Memory is bounded by the cluster's Services and endpoints
-//! (about 100 bytes per address). Headless Services (`clusterIP: None`) and ExternalName
+//! What is kept per Service: its ClusterIPs; per EndpointSlice: the addresses it indexed; per
+//! address a 24-byte slot sharing the prebuilt `Remote`s. Memory is bounded by the cluster's
+//! Services and endpoints (about 200 bytes per address, names included). Headless Services (`clusterIP: None`) and ExternalName
 //! Services have no ClusterIP; their endpoints are still known.
 
 use std::{
@@ -81,71 +81,108 @@ pub struct SliceEntry {
 }
 
 /// What one address is: a Service's ClusterIP and/or a pod's endpoint address, each with
-/// the [`Remote`] a lookup returns, built once.
+/// the [`Remote`] a lookup returns, built once and shared (a lookup is one reference count).
+/// 24 bytes: the index holds one per address of the cluster.
 #[derive(Default)]
 struct Slot {
-    /// The Service whose ClusterIP this is (a ClusterIP belongs to one Service).
-    service: Option<(ObjectName, Remote)>,
-    /// The slice that last reported this address with a Pod target (removing another slice
-    /// leaves it).
-    endpoint: Option<(ObjectName, Remote)>,
+    /// The Service whose ClusterIP this is (a ClusterIP belongs to one Service; its
+    /// `Remote::Service` names it, so it is also the owner).
+    service: Option<Arc<Remote>>,
+    /// The slice (by [`StoredSlice::id`]) that last reported this address with a Pod target
+    /// (removing another slice leaves it), and the pod.
+    endpoint: Option<(u64, Arc<Remote>)>,
 }
 
-#[derive(Default)]
+/// What is kept of an EndpointSlice once indexed: the addresses it put in the index.
+struct StoredSlice {
+    id: u64,
+    addresses: Box<[IpAddr]>,
+}
+
 struct Inner {
-    services: HashMap<ObjectName, ServiceEntry>,
-    slices: HashMap<ObjectName, SliceEntry>,
+    /// Each Service's ClusterIPs (what to unindex when it changes).
+    services: HashMap<ObjectName, Box<[IpAddr]>>,
+    slices: HashMap<ObjectName, StoredSlice>,
+    next_slice: u64,
     /// The hot-path index: one hash lookup per [`RemoteIndex::lookup`].
     by_ip: foldhash::HashMap<IpAddr, Slot>,
     /// Namespaces' names, shared by every entry of a namespace (few, kept hot in cache).
-    namespaces: HashMap<Arc<str>, ()>,
+    namespaces: foldhash::HashSet<Arc<str>>,
+    /// What a lookup of an unknown address returns (shared, like the others).
+    external: Arc<Remote>,
     service_ips: usize,
     endpoint_ips: usize,
 }
 
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            next_slice: 0,
+            by_ip: foldhash::HashMap::default(),
+            namespaces: foldhash::HashSet::default(),
+            external: Arc::new(Remote::External),
+            service_ips: 0,
+            endpoint_ips: 0,
+        }
+    }
+}
+
+/// Whether `remote` is the Service `key` names.
+fn is_service(remote: &Remote, key: &ObjectName) -> bool {
+    matches!(remote, Remote::Service { namespace, name }
+        if *namespace == key.namespace && *name == key.name)
+}
+
 impl Inner {
-    fn lookup(&self, ip: IpAddr, _port: u16) -> Remote {
+    fn lookup(&self, ip: IpAddr, _port: u16) -> Arc<Remote> {
         match self.by_ip.get(&ip) {
             Some(Slot {
-                service: Some((_, remote)),
+                service: Some(remote),
                 ..
             })
             | Some(Slot {
                 endpoint: Some((_, remote)),
                 ..
-            }) => remote.clone(),
-            _ => Remote::External,
+            }) => Arc::clone(remote),
+            _ => Arc::clone(&self.external),
         }
     }
 
     fn intern(&mut self, namespace: &Arc<str>) -> Arc<str> {
-        if let Some((shared, ())) = self.namespaces.get_key_value(namespace) {
+        if let Some(shared) = self.namespaces.get(namespace) {
             return Arc::clone(shared);
         }
-        self.namespaces.insert(Arc::clone(namespace), ());
+        self.namespaces.insert(Arc::clone(namespace));
         Arc::clone(namespace)
     }
 
-    fn index_service(&mut self, key: &ObjectName, entry: &ServiceEntry) {
-        let remote = Remote::Service {
+    fn index_service(&mut self, key: ObjectName, entry: ServiceEntry) {
+        let remote = Arc::new(Remote::Service {
             namespace: self.intern(&key.namespace),
             name: Arc::clone(&key.name),
-        };
+        });
         for ip in &entry.cluster_ips {
             let slot = self.by_ip.entry(*ip).or_default();
             if slot.service.is_none() {
                 self.service_ips += 1;
             }
-            slot.service = Some((key.clone(), remote.clone()));
+            slot.service = Some(Arc::clone(&remote));
         }
+        self.services
+            .insert(key, entry.cluster_ips.into_boxed_slice());
     }
 
-    fn unindex_service(&mut self, key: &ObjectName, entry: &ServiceEntry) {
-        for ip in &entry.cluster_ips {
+    fn unindex_service(&mut self, key: &ObjectName) {
+        let Some(ips) = self.services.remove(key) else {
+            return;
+        };
+        for ip in &ips {
             let Some(slot) = self.by_ip.get_mut(ip) else {
                 continue;
             };
-            if slot.service.as_ref().is_some_and(|(owner, _)| owner == key) {
+            if slot.service.as_deref().is_some_and(|r| is_service(r, key)) {
                 slot.service = None;
                 self.service_ips -= 1;
                 if slot.endpoint.is_none() {
@@ -155,38 +192,47 @@ impl Inner {
         }
     }
 
-    fn index_slice(&mut self, key: &ObjectName, entry: &SliceEntry) {
-        for endpoint in &entry.endpoints {
-            let Some(pod) = &endpoint.pod else {
+    fn index_slice(&mut self, key: ObjectName, entry: SliceEntry) {
+        let id = self.next_slice;
+        self.next_slice += 1;
+        let mut addresses = Vec::with_capacity(entry.endpoints.len());
+        for endpoint in entry.endpoints {
+            let Some(pod) = endpoint.pod else {
                 continue;
             };
-            let remote = Remote::Pod {
+            let remote = Arc::new(Remote::Pod {
                 namespace: self.intern(&pod.namespace),
-                name: Arc::clone(&pod.name),
+                name: pod.name,
                 service: entry.service.clone(),
-            };
+            });
             let slot = self.by_ip.entry(endpoint.ip).or_default();
             if slot.endpoint.is_none() {
                 self.endpoint_ips += 1;
             }
-            slot.endpoint = Some((key.clone(), remote));
+            slot.endpoint = Some((id, remote));
+            addresses.push(endpoint.ip);
         }
+        let addresses = addresses.into_boxed_slice();
+        self.slices.insert(key, StoredSlice { id, addresses });
     }
 
-    fn unindex_slice(&mut self, key: &ObjectName, entry: &SliceEntry) {
-        for endpoint in &entry.endpoints {
-            let Some(slot) = self.by_ip.get_mut(&endpoint.ip) else {
+    fn unindex_slice(&mut self, key: &ObjectName) {
+        let Some(slice) = self.slices.remove(key) else {
+            return;
+        };
+        for ip in &slice.addresses {
+            let Some(slot) = self.by_ip.get_mut(ip) else {
                 continue;
             };
             if slot
                 .endpoint
                 .as_ref()
-                .is_some_and(|(owner, _)| owner == key)
+                .is_some_and(|(owner, _)| *owner == slice.id)
             {
                 slot.endpoint = None;
                 self.endpoint_ips -= 1;
                 if slot.service.is_none() {
-                    self.by_ip.remove(&endpoint.ip);
+                    self.by_ip.remove(ip);
                 }
             }
         }
@@ -208,6 +254,13 @@ impl Inner {
             slot.service.is_some()
         });
         self.endpoint_ips = 0;
+    }
+
+    /// After a re-list: the tables are sized for what is there now, not for the list's peak.
+    fn shrink(&mut self) {
+        self.by_ip.shrink_to_fit();
+        self.services.shrink_to_fit();
+        self.slices.shrink_to_fit();
     }
 }
 
@@ -254,14 +307,14 @@ impl RemoteIndex {
 
     /// Who is at `ip:port`: a Service by ClusterIP (a ClusterIP belongs to one Service, so
     /// the port only confirms it), else a pod by endpoint address, else [`Remote::External`].
-    /// One read lock, one hash lookup, reference-count increments: no allocation.
-    pub fn lookup(&self, ip: IpAddr, port: u16) -> Remote {
+    /// One read lock, one hash lookup, one reference-count increment: no allocation.
+    pub fn lookup(&self, ip: IpAddr, port: u16) -> Arc<Remote> {
         self.read().lookup(ip, port)
     }
 
     /// [`Self::lookup`], or `None` while no Service is indexed (the index has not synced: an
     /// address cannot be called external yet).
-    pub fn lookup_known(&self, ip: IpAddr, port: u16) -> Option<Remote> {
+    pub fn lookup_known(&self, ip: IpAddr, port: u16) -> Option<Arc<Remote>> {
         let inner = self.read();
         if inner.services.is_empty() {
             return None;
@@ -272,18 +325,12 @@ impl RemoteIndex {
     /// Adds or replaces one Service.
     pub fn upsert_service(&self, key: ObjectName, entry: ServiceEntry) {
         let mut inner = self.write();
-        if let Some(old) = inner.services.remove(&key) {
-            inner.unindex_service(&key, &old);
-        }
-        inner.index_service(&key, &entry);
-        inner.services.insert(key, entry);
+        inner.unindex_service(&key);
+        inner.index_service(key, entry);
     }
 
     pub fn remove_service(&self, key: &ObjectName) {
-        let mut inner = self.write();
-        if let Some(old) = inner.services.remove(key) {
-            inner.unindex_service(key, &old);
-        }
+        self.write().unindex_service(key);
     }
 
     /// Replaces every Service (a re-list).
@@ -291,26 +338,20 @@ impl RemoteIndex {
         let mut inner = self.write();
         inner.clear_services();
         for (key, entry) in services {
-            inner.index_service(&key, &entry);
-            inner.services.insert(key, entry);
+            inner.index_service(key, entry);
         }
+        inner.shrink();
     }
 
     /// Adds or replaces one EndpointSlice.
     pub fn upsert_slice(&self, key: ObjectName, entry: SliceEntry) {
         let mut inner = self.write();
-        if let Some(old) = inner.slices.remove(&key) {
-            inner.unindex_slice(&key, &old);
-        }
-        inner.index_slice(&key, &entry);
-        inner.slices.insert(key, entry);
+        inner.unindex_slice(&key);
+        inner.index_slice(key, entry);
     }
 
     pub fn remove_slice(&self, key: &ObjectName) {
-        let mut inner = self.write();
-        if let Some(old) = inner.slices.remove(key) {
-            inner.unindex_slice(key, &old);
-        }
+        self.write().unindex_slice(key);
     }
 
     /// Replaces every EndpointSlice (a re-list).
@@ -318,9 +359,9 @@ impl RemoteIndex {
         let mut inner = self.write();
         inner.clear_slices();
         for (key, entry) in slices {
-            inner.index_slice(&key, &entry);
-            inner.slices.insert(key, entry);
+            inner.index_slice(key, entry);
         }
+        inner.shrink();
     }
 
     pub fn counts(&self) -> RemoteCounts {
@@ -376,12 +417,12 @@ mod tests {
             namespace: "web".into(),
             name: "frontend".into(),
         };
-        assert_eq!(index.lookup(ip("10.96.0.10"), 443), frontend);
-        assert_eq!(index.lookup(ip("fd00::10"), 80), frontend);
+        assert_eq!(*index.lookup(ip("10.96.0.10"), 443), frontend);
+        assert_eq!(*index.lookup(ip("fd00::10"), 80), frontend);
         // ClusterIP alone (a port the Service does not expose) still names it.
-        assert_eq!(index.lookup(ip("10.96.0.10"), 9999), frontend);
+        assert_eq!(*index.lookup(ip("10.96.0.10"), 9999), frontend);
         assert_eq!(
-            index.lookup(ip("10.244.1.5"), 8080),
+            *index.lookup(ip("10.244.1.5"), 8080),
             Remote::Pod {
                 namespace: "web".into(),
                 name: "frontend-7d9f-x".into(),
@@ -389,20 +430,20 @@ mod tests {
             }
         );
         // An endpoint that targets no pod (a node, an external IP) is not a pod.
-        assert_eq!(index.lookup(ip("10.244.1.6"), 8080), Remote::External);
-        assert_eq!(index.lookup(ip("1.1.1.1"), 443), Remote::External);
+        assert_eq!(*index.lookup(ip("10.244.1.6"), 8080), Remote::External);
+        assert_eq!(*index.lookup(ip("1.1.1.1"), 443), Remote::External);
 
         // A change of ClusterIP drops the old one.
         index.upsert_service(
             ObjectName::new("web", "frontend"),
             service(&["10.96.0.11"], &[80]),
         );
-        assert_eq!(index.lookup(ip("10.96.0.10"), 80), Remote::External);
-        assert_eq!(index.lookup(ip("10.96.0.11"), 80), frontend);
+        assert_eq!(*index.lookup(ip("10.96.0.10"), 80), Remote::External);
+        assert_eq!(*index.lookup(ip("10.96.0.11"), 80), frontend);
         index.remove_service(&ObjectName::new("web", "frontend"));
         index.remove_slice(&ObjectName::new("web", "frontend-abc12"));
-        assert_eq!(index.lookup(ip("10.96.0.11"), 80), Remote::External);
-        assert_eq!(index.lookup(ip("10.244.1.5"), 80), Remote::External);
+        assert_eq!(*index.lookup(ip("10.96.0.11"), 80), Remote::External);
+        assert_eq!(*index.lookup(ip("10.244.1.5"), 80), Remote::External);
         assert_eq!(index.counts(), RemoteCounts::default());
     }
 
@@ -421,11 +462,17 @@ mod tests {
         index.upsert_slice(ObjectName::new("ns", "new"), entry("b"));
         index.remove_slice(&ObjectName::new("ns", "old"));
         assert!(matches!(
-            index.lookup(ip("10.244.0.9"), 1),
-            Remote::Pod { name, .. } if &*name == "b"
+            &*index.lookup(ip("10.244.0.9"), 1),
+            Remote::Pod { name, .. } if &**name == "b"
         ));
         index.replace_slices(vec![]);
-        assert_eq!(index.lookup(ip("10.244.0.9"), 1), Remote::External);
+        assert_eq!(*index.lookup(ip("10.244.0.9"), 1), Remote::External);
+    }
+
+    /// The index holds one slot per address of the cluster: keep it small.
+    #[test]
+    fn a_slot_is_three_words() {
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
     }
 
     #[test]
@@ -449,7 +496,7 @@ mod tests {
         let mut hits = 0usize;
         for _ in 0..rounds {
             for probe in &probes {
-                if matches!(index.lookup(*probe, 443), Remote::Service { .. }) {
+                if matches!(*index.lookup(*probe, 443), Remote::Service { .. }) {
                     hits += 1;
                 }
             }

@@ -122,7 +122,9 @@ pub struct NodeModel {
     /// kernel's report wins and the scan's copy is dropped (merge by identity).
     seen_before_merge: Option<HashSet<(SocketAddr, SocketAddr)>>,
     hz: u64,
-    last_sweep: Instant,
+    /// The kernel time (`ts_ns` of the event) of the last sweep: events carry the clock, so
+    /// applying one reads none.
+    last_sweep_ns: u64,
 }
 
 impl NodeModel {
@@ -137,7 +139,7 @@ impl NodeModel {
             found_conns: HashMap::new(),
             seen_before_merge: Some(HashSet::new()),
             hz: process::ticks_per_second(),
-            last_sweep: Instant::now(),
+            last_sweep_ns: 0,
         })
     }
 
@@ -203,8 +205,9 @@ impl NodeModel {
                 }
             }
         }
-        if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
-            self.last_sweep = Instant::now();
+        let now_ns = ev.ts_ns();
+        if now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_INTERVAL.as_nanos() as u64 {
+            self.last_sweep_ns = now_ns;
             self.processes.expire();
         }
     }

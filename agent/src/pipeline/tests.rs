@@ -63,7 +63,7 @@ impl Sink for Recorder {
         seen.events.push(SeenEvent(
             ev.type_name(),
             ev.attr.direction,
-            ev.attr.remote.clone(),
+            ev.attr.remote.as_deref().cloned(),
             line,
         ));
     }

@@ -104,7 +104,7 @@ fn main() -> ExitCode {
             println!(
                 "agent memory with {pods} pods (kubelet) and {services} Services with 4 endpoints \
                  each (apiserver): RSS {:.1} MiB, peak {:.1} MiB (without metadata: RSS {:.1} \
-                 MiB, peak {:.1} MiB; target <= 40 MiB)",
+                 MiB, peak {:.1} MiB; targets: RSS <= 30 MiB, peak <= 36 MiB)",
                 rss as f64 / 1024.0,
                 hwm as f64 / 1024.0,
                 bare_rss as f64 / 1024.0,

@@ -220,15 +220,15 @@ impl LabelSource for PodStoreLabels {
 /// the (canonical) address, which becomes a label only inside the allow-list.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RemoteKey {
-    Known(Remote),
+    Known(Arc<Remote>),
     Addr(IpAddr),
 }
 
 impl RemoteKey {
     /// The key of a connection to `ip` that the join named `remote`.
-    pub fn new(remote: Option<&Remote>, ip: IpAddr) -> Self {
+    pub fn new(remote: Option<&Arc<Remote>>, ip: IpAddr) -> Self {
         match remote {
-            Some(r) => RemoteKey::Known(r.clone()),
+            Some(r) => RemoteKey::Known(Arc::clone(r)),
             None => RemoteKey::Addr(ip.to_canonical()),
         }
     }
@@ -254,16 +254,18 @@ impl RemoteLabeler {
     /// Called when counts are published, once per distinct key (answers are cached there).
     pub fn label(&self, key: &RemoteKey) -> Arc<str> {
         match key {
-            RemoteKey::Known(Remote::Service { namespace, name })
-            | RemoteKey::Known(Remote::Pod {
-                namespace,
-                service: Some(name),
-                ..
-            }) => Arc::from(format!("service:{namespace}/{name}")),
-            RemoteKey::Known(Remote::Pod {
-                namespace, name, ..
-            }) => Arc::from(format!("pod:{namespace}/{name}")),
-            RemoteKey::Known(Remote::External) => Arc::clone(&self.external),
+            RemoteKey::Known(known) => match &**known {
+                Remote::Service { namespace, name }
+                | Remote::Pod {
+                    namespace,
+                    service: Some(name),
+                    ..
+                } => Arc::from(format!("service:{namespace}/{name}")),
+                Remote::Pod {
+                    namespace, name, ..
+                } => Arc::from(format!("pod:{namespace}/{name}")),
+                Remote::External => Arc::clone(&self.external),
+            },
             RemoteKey::Addr(ip) if self.allowlist.iter().any(|net| net.contains(*ip)) => {
                 Arc::from(ip.to_string())
             }
@@ -386,7 +388,7 @@ mod tests {
             namespace: Arc::clone(&ns),
             name: Arc::clone(&name),
         };
-        let known = |r: &Remote| RemoteKey::new(Some(r), ip("10.1.2.3"));
+        let known = |r: &Remote| RemoteKey::new(Some(&Arc::new(r.clone())), ip("10.1.2.3"));
         assert_eq!(&*plain.label(&known(&service)), "service:shop/web");
         let backing = Remote::Pod {
             namespace: Arc::clone(&ns),
