@@ -193,7 +193,7 @@ fn main() {
                 phase: ConnPhase::Close,
                 record: &join_conn,
             });
-            std::hint::black_box(enrich::attribute(node, &kube, &ev));
+            std::hint::black_box(enrich::attribute(node, &mut kube, &ev));
         },
     );
     measure("tcp close (apply + attribute)", &mut |i, node| {
@@ -203,7 +203,7 @@ fn main() {
             phase: ConnPhase::Close,
             record: &conn,
         });
-        std::hint::black_box(enrich::attribute(node, &kube, &ev));
+        std::hint::black_box(enrich::attribute(node, &mut kube, &ev));
     });
     // A process lifecycle as the kernel reports it: fork, exec, connection close, exit, over a
     // working set of live processes (the table stays at its steady-state size).
@@ -219,12 +219,12 @@ fn main() {
                     fork.child_pid = child.pid;
                     fork.child_start_ns = child.start_ns;
                     fork.child_cgroup_id = child.cgroup_id;
-                    std::hint::black_box(enrich::attribute(node, &kube, &Event::Fork(&fork)));
+                    std::hint::black_box(enrich::attribute(node, &mut kube, &Event::Fork(&fork)));
                 }
                 1 => {
                     exec.header = header(RecordKind::Exec, i);
                     exec.task = child;
-                    std::hint::black_box(enrich::attribute(node, &kube, &Event::Exec(&exec)));
+                    std::hint::black_box(enrich::attribute(node, &mut kube, &Event::Exec(&exec)));
                 }
                 2 => {
                     conn.header = header(RecordKind::ConnClose, i);
@@ -233,12 +233,12 @@ fn main() {
                         phase: ConnPhase::Close,
                         record: &conn,
                     });
-                    std::hint::black_box(enrich::attribute(node, &kube, &ev));
+                    std::hint::black_box(enrich::attribute(node, &mut kube, &ev));
                 }
                 _ => {
                     exit.header = header(RecordKind::Exit, i);
                     exit.task = child;
-                    std::hint::black_box(enrich::attribute(node, &kube, &Event::Exit(&exit)));
+                    std::hint::black_box(enrich::attribute(node, &mut kube, &Event::Exit(&exit)));
                 }
             }
         },

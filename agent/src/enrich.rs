@@ -10,6 +10,10 @@
 //! source for a refresh (coalesced and rate-limited there), so metadata that arrives late — the
 //! bootstrap phase of a node — is picked up within a refresh interval of the first event. A
 //! connection's remote address is named from the apiserver's Services and EndpointSlices.
+//!
+//! The Kubernetes half of a cgroup's attribution is memoised per cgroup ([`JoinMemo`]): the
+//! pod store, the owner chain and the labels are read once per container until one of them
+//! changes, not on every event.
 
 use std::sync::Arc;
 
@@ -52,6 +56,37 @@ impl Attribution {
     }
 }
 
+/// The Kubernetes half of a cgroup's attribution, memoised per cgroup: the pod store, the owner
+/// chain and the labels are read once per container and generation, not once per event.
+#[derive(Clone, Debug, Default)]
+struct PodJoin {
+    pod: Option<ContainerRef>,
+    workload: Option<Arc<OwnerRef>>,
+    namespace_labels: Option<Labels>,
+    node_labels: Option<Labels>,
+}
+
+/// Cgroups whose Kubernetes half is memoised at most (then the memo starts afresh).
+const MEMO_CGROUPS: usize = 4096;
+
+/// The join's memo: cgroup id → [`PodJoin`], valid while the pod store's, the owner index's and
+/// the label index's generations are those it was filled at (any change empties it: changes
+/// are rare next to events). A kubepods cgroup whose container is not known yet is never
+/// memoised: each of its events asks the kubelet source again (coalesced there), as without
+/// the memo.
+#[derive(Default)]
+pub struct JoinMemo {
+    stamp: [u64; 3],
+    by_cgroup: foldhash::HashMap<u64, PodJoin>,
+}
+
+impl Clone for JoinMemo {
+    /// A copy starts empty (a memo belongs to the join that fills it).
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
 /// The Kubernetes side of the join: the pod store, and the kubelet source to ask for a refresh
 /// when a pod's container is not known yet. Empty on a host without Kubernetes.
 #[derive(Clone, Default)]
@@ -64,6 +99,8 @@ pub struct KubeJoin {
     pub workloads: Workloads,
     /// Node and namespace labels, when the apiserver runs and the configuration shows some.
     pub labels: Option<Arc<LabelIndex>>,
+    /// What the join has looked up per cgroup (filled by the join itself).
+    pub memo: JoinMemo,
 }
 
 impl KubeJoin {
@@ -82,19 +119,16 @@ impl KubeJoin {
     }
 
     /// The attribution of a cgroup alone (processes and connections found at start-up).
-    pub fn attribute_cgroup(&self, node: &mut NodeModel, cgroup_id: u64) -> Attribution {
+    pub fn attribute_cgroup(&mut self, node: &mut NodeModel, cgroup_id: u64) -> Attribution {
         let cgroup = node.cgroup(cgroup_id);
-        let pod = self.pod_of(cgroup.as_deref());
-        let (namespace_labels, node_labels) = match &self.labels {
-            Some(labels) => (
-                pod.as_ref()
-                    .and_then(|p| labels.namespace(&p.pod.namespace)),
-                labels.node(),
-            ),
-            None => (None, None),
-        };
+        let PodJoin {
+            pod,
+            workload,
+            namespace_labels,
+            node_labels,
+        } = self.pod_join(cgroup_id, cgroup.as_deref());
         Attribution {
-            workload: pod.as_ref().and_then(|p| self.workloads.of(&p.pod)),
+            workload,
             namespace_labels,
             node_labels,
             pod,
@@ -105,8 +139,44 @@ impl KubeJoin {
         }
     }
 
+    /// The Kubernetes half of `cgroup`'s attribution, from the memo when it is current.
+    fn pod_join(&mut self, cgroup_id: u64, cgroup: Option<&CgroupInfo>) -> PodJoin {
+        let stamp = [
+            self.pods.generation(),
+            self.workloads.generation(),
+            self.labels.as_ref().map_or(0, |l| l.generation()),
+        ];
+        if stamp != self.memo.stamp || self.memo.by_cgroup.len() >= MEMO_CGROUPS {
+            self.memo.by_cgroup.clear();
+            self.memo.stamp = stamp;
+        }
+        if let Some(known) = self.memo.by_cgroup.get(&cgroup_id) {
+            return known.clone();
+        }
+        let pod = self.pod_of(cgroup);
+        let (namespace_labels, node_labels) = match &self.labels {
+            Some(labels) => (
+                pod.as_ref()
+                    .and_then(|p| labels.namespace(&p.pod.namespace)),
+                labels.node(),
+            ),
+            None => (None, None),
+        };
+        let join = PodJoin {
+            workload: pod.as_ref().and_then(|p| self.workloads.of(&p.pod)),
+            namespace_labels,
+            node_labels,
+            pod,
+        };
+        let awaited = join.pod.is_none() && cgroup.is_some_and(|c| c.identity.pod_uid.is_some());
+        if !awaited {
+            self.memo.by_cgroup.insert(cgroup_id, join.clone());
+        }
+        join
+    }
+
     /// The attribution of a connection found open at start-up.
-    pub fn attribute_found(&self, node: &mut NodeModel, conn: &FoundConn) -> Attribution {
+    pub fn attribute_found(&mut self, node: &mut NodeModel, conn: &FoundConn) -> Attribution {
         Attribution {
             remote: self.remote_of(conn.remote),
             direction: Some(conn.direction),
@@ -136,7 +206,7 @@ pub fn cgroup_id(ev: &Event) -> u64 {
 }
 
 /// Applies `ev` to the model and attributes it.
-pub fn attribute(node: &mut NodeModel, kube: &KubeJoin, ev: &Event) -> Attribution {
+pub fn attribute(node: &mut NodeModel, kube: &mut KubeJoin, ev: &Event) -> Attribution {
     let found = match ev {
         // Closing a connection that existed at start-up: the scan knows its owner.
         Event::Conn(c) if c.phase != ConnPhase::Open && !c.seen_open() => {
@@ -169,3 +239,6 @@ pub fn attribute(node: &mut NodeModel, kube: &KubeJoin, ev: &Event) -> Attributi
         ..kube.attribute_cgroup(node, id)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -327,6 +327,7 @@ pub async fn run(
             .as_ref()
             .map(|a| a.labels())
             .filter(|l| l.wants_node() || l.wants_namespaces()),
+        memo: Default::default(),
     };
 
     let (health_tx, health_rx) = health::channel(Health::default());

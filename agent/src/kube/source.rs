@@ -1,8 +1,11 @@
 //! The Kubernetes source kit: what every metadata source (the kubelet refresher, each apiserver
 //! watch, and the sources later issues add) shares — one handle to a running source, one
-//! retry backoff, one sync-health record.
+//! retry backoff, one sync-health record, one change counter for what they fill.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime},
+};
 
 use serde::Serialize;
 use tokio::{sync::watch, task::JoinHandle};
@@ -43,6 +46,23 @@ impl<S: Clone> SourceHandle<S> {
 impl<S> Drop for SourceHandle<S> {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A change counter of a shared index (the pod store, the owner and label indexes): bumped
+/// after every change, read by whoever memoises lookups in it (the join, per cgroup), so a
+/// memo is known stale with one atomic load, no lock.
+#[derive(Debug, Default)]
+pub struct Generation(AtomicU64);
+
+impl Generation {
+    /// Call after a change, once the change is visible to readers.
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
     }
 }
 

@@ -14,7 +14,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 
-use super::pods::{ContainerMeta, PodMeta};
+use super::{
+    pods::{ContainerMeta, PodMeta},
+    source::Generation,
+};
 
 /// Where pod metadata came from, in lookup priority order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -107,6 +110,7 @@ pub struct SourceCounts {
 #[derive(Default)]
 pub struct PodStore {
     sources: RwLock<[Arc<Snapshot>; 2]>,
+    generation: Generation,
 }
 
 impl std::fmt::Debug for PodStore {
@@ -142,6 +146,7 @@ impl PodStore {
             containers: snapshot.containers.len(),
         };
         let old = std::mem::replace(&mut self.write()[source.slot()], snapshot);
+        self.generation.bump();
         // The old snapshot is freed here, outside the lock.
         drop(old);
         counts
@@ -166,14 +171,20 @@ impl PodStore {
         let slot = &mut sources[source.slot()];
         if let Some(snapshot) = Arc::get_mut(slot) {
             change(snapshot);
-            return;
+        } else {
+            let mut copy = Snapshot {
+                pods: slot.pods.clone(),
+                containers: slot.containers.clone(),
+            };
+            change(&mut copy);
+            *slot = Arc::new(copy);
         }
-        let mut copy = Snapshot {
-            pods: slot.pods.clone(),
-            containers: slot.containers.clone(),
-        };
-        change(&mut copy);
-        *slot = Arc::new(copy);
+        self.generation.bump();
+    }
+
+    /// Changes so far: a lookup memoised at one generation is still right at the same one.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
     }
 
     /// The pod and container a runtime container id (bare, as in cgroup paths) belongs to.

@@ -66,6 +66,12 @@ impl Workloads {
         }
     }
 
+    /// Changes of the owner chain so far (0 without the apiserver): a workload memoised at one
+    /// generation is still right at the same one.
+    pub fn generation(&self) -> u64 {
+        self.owners.as_ref().map_or(0, |o| o.generation())
+    }
+
     /// The workload of `pod`, or `None` for a bare pod. No allocation: a shared reference.
     pub fn of(&self, pod: &PodMeta) -> Option<Arc<OwnerRef>> {
         if let (Some(owners), Some(owner)) = (&self.owners, &pod.owner)

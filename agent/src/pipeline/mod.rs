@@ -142,7 +142,7 @@ impl<'a> Pipeline<'a> {
 
     /// Applies one event to the node model, attributes it, and hands it to every sink.
     pub fn event(&mut self, ev: &Event<'_>) {
-        let attr = enrich::attribute(&mut self.node, &self.kube, ev);
+        let attr = enrich::attribute(&mut self.node, &mut self.kube, ev);
         if matches!(ev, Event::Cgroup { .. }) {
             return;
         }

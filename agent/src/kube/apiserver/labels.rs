@@ -7,6 +7,8 @@ use std::{
     sync::{Arc, RwLock},
 };
 
+use crate::kube::source::Generation;
+
 pub type Labels = Arc<BTreeMap<String, String>>;
 
 /// This node's labels and each namespace's labels, allow-listed.
@@ -16,6 +18,7 @@ pub struct LabelIndex {
     namespace_keys: Vec<String>,
     node: RwLock<Option<Labels>>,
     namespaces: RwLock<HashMap<Arc<str>, Labels>>,
+    generation: Generation,
 }
 
 /// The allow-listed part of `labels`.
@@ -53,6 +56,7 @@ impl LabelIndex {
     pub fn set_node(&self, labels: Option<BTreeMap<String, String>>) {
         *self.node.write().unwrap_or_else(|e| e.into_inner()) =
             labels.map(|l| allowed(&self.node_keys, l));
+        self.generation.bump();
     }
 
     /// A namespace's labels; `None` for a namespace not known.
@@ -74,6 +78,8 @@ impl LabelIndex {
                 namespaces.remove(name);
             }
         }
+        drop(namespaces);
+        self.generation.bump();
     }
 
     /// Replaces every namespace (a re-list).
@@ -86,7 +92,13 @@ impl LabelIndex {
             &mut *self.namespaces.write().unwrap_or_else(|e| e.into_inner()),
             fresh,
         );
+        self.generation.bump();
         drop(old);
+    }
+
+    /// Changes so far (see [`Generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
     }
 
     pub fn namespace_count(&self) -> usize {

@@ -12,7 +12,7 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use crate::kube::pods::OwnerRef;
+use crate::kube::{pods::OwnerRef, source::Generation};
 
 /// namespace → name → workload.
 type Links = HashMap<Arc<str>, HashMap<Box<str>, Arc<OwnerRef>>>;
@@ -22,6 +22,7 @@ type Links = HashMap<Arc<str>, HashMap<Box<str>, Arc<OwnerRef>>>;
 pub struct OwnerIndex {
     replica_sets: RwLock<Links>,
     jobs: RwLock<Links>,
+    generation: Generation,
 }
 
 /// Which table a watch feeds.
@@ -95,6 +96,8 @@ impl OwnerIndex {
                 }
             }
         }
+        drop(table);
+        self.generation.bump();
     }
 
     /// Replaces every entry of one table (a re-list).
@@ -107,7 +110,13 @@ impl OwnerIndex {
             &mut *self.table(link).write().unwrap_or_else(|e| e.into_inner()),
             fresh,
         );
+        self.generation.bump();
         drop(old);
+    }
+
+    /// Changes so far (see [`Generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
     }
 
     /// Entries held in one table.
