@@ -192,6 +192,7 @@ fn main() {
             listener,
             http::server_options(sonde::http::server::DEFAULT_HEADER_TIMEOUT),
             Arc::clone(&registry),
+            Arc::default(),
         )
     };
     let rss_serving = rss() as i64;

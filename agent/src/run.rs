@@ -374,6 +374,7 @@ pub async fn run(
             listener,
             metrics::http::server_options(metrics_header_timeout),
             Arc::new(metrics.prometheus_registry()),
+            Arc::clone(&metrics.health),
         );
         servers.push(server);
         pipeline.server("metrics", stats);

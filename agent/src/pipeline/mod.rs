@@ -7,6 +7,7 @@
 //! builds the [`health::Health`] model, which each sink adds its part to, and publishes it.
 
 pub mod health;
+pub mod readiness;
 pub mod sink;
 
 use std::{

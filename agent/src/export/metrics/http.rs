@@ -1,6 +1,8 @@
 //! The /metrics HTTP endpoint (hyper 1, HTTP/1.1): `GET /metrics` answers the Prometheus text
 //! format (0.0.4). Encoding runs on a blocking thread and streams the body in chunks (bounded
 //! memory per scrape). Connections, their cap and timeouts are [`crate::http::server`]'s.
+//! The same listener answers `GET /healthz` and `GET /readyz` (what a DaemonSet's probes and
+//! Prometheus both reach), read off the health model ([`crate::pipeline::readiness`]).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -10,9 +12,10 @@ use hyper::body::Incoming;
 use prometheus_client::{encoding::prometheus_text, registry::Registry};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 
-use super::stream;
-use crate::http::{
-    self as server, BindError, Body, Conn, Endpoint, Handler, ServerOptions, ServerStats,
+use super::{health::Health, stream};
+use crate::{
+    http::{self as server, BindError, Body, Conn, Endpoint, Handler, ServerOptions, ServerStats},
+    pipeline::readiness,
 };
 
 /// How bind errors name this endpoint.
@@ -44,22 +47,46 @@ pub fn server_options(header_timeout: Duration) -> ServerOptions {
     }
 }
 
-/// Serves `registry` on `listener` until the task is aborted.
+/// Serves `registry`, and the liveness and readiness of `health`, on `listener` until the task
+/// is aborted.
 pub fn spawn(
     listener: TcpListener,
     opts: ServerOptions,
     registry: Arc<Registry>,
+    health: Arc<Health>,
 ) -> (JoinHandle<()>, Arc<ServerStats>) {
-    server::serve(listener, opts, Scrape(registry))
+    server::serve(listener, opts, Scrape { registry, health })
 }
 
-/// The /metrics handler.
+/// The /metrics, /healthz and /readyz handler.
 #[derive(Clone)]
-struct Scrape(Arc<Registry>);
+struct Scrape {
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+}
 
 impl Handler for Scrape {
     fn handle(&self, req: Request<Incoming>, _conn: &Conn) -> Response<Body> {
-        respond(&req, &self.0)
+        let path = req.uri().path();
+        if path == "/healthz" || path == "/readyz" {
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return server::plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+            }
+            let model = self.health.model();
+            let checks = if path == "/healthz" {
+                model.liveness(std::time::SystemTime::now())
+            } else {
+                model.readiness()
+            };
+            let (ok, text) = readiness::report(&checks);
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return server::plain(status, text);
+        }
+        respond(&req, &self.registry)
     }
 }
 
@@ -73,7 +100,8 @@ fn respond(req: &Request<Incoming>, registry: &Arc<Registry>) -> Response<Body> 
     if req.uri().path() != "/metrics" {
         return server::plain(
             StatusCode::NOT_FOUND,
-            "Sonde serves Prometheus metrics at /metrics\n",
+            "Sonde serves Prometheus metrics at /metrics, liveness at /healthz, readiness at \
+             /readyz\n",
         );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -140,6 +168,7 @@ mod tests {
             listener,
             server_options(crate::http::server::DEFAULT_HEADER_TIMEOUT),
             Arc::new(metrics.prometheus_registry()),
+            Arc::clone(&metrics.health),
         );
         let get = |path: &'static str| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
