@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod peer;
 pub mod poll;
 pub mod runc;
+pub mod yaml;
 
 /// Fails the test, clearly, when it cannot do what it must: these tests need root and BPF, and
 /// a test that silently skips proves nothing.

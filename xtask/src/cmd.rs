@@ -113,6 +113,7 @@ pub fn test(args: &[String]) -> Result<()> {
         "--no-fail-fast",
     ])
     .env("SONDE_BIN", agent_binary(false))
+    .env("SONDE_PYTHONPATH", crate::setup::python_dir())
     .env("RUST_BACKTRACE", "1");
     cmd.args(args);
     status(&mut cmd, "the test suite")

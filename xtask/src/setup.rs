@@ -27,10 +27,16 @@ const PACKAGES: [&str; 5] = [
     "prometheus",
 ];
 
+/// PyPI packages the tests use, pinned (their behaviour is what the tests assert):
+/// kubernetes-validate checks the rendered manifests against the Kubernetes schemas, offline
+/// (the schemas ship inside the package).
+const PYTHON_PACKAGES: [&str; 1] = ["kubernetes-validate==1.37.0"];
+
 pub fn run() -> Result<()> {
     let root = is_root();
     nightly_rust_src()?;
     bpf_linker()?;
+    python_packages()?;
     if root {
         debian_packages()?;
         mounts()?;
@@ -170,6 +176,41 @@ fn bpf_linker() -> Result<()> {
         ),
     )?;
     fs::write(&stamp_path, stamp)?;
+    Ok(())
+}
+
+/// Where [`PYTHON_PACKAGES`] are installed (`PYTHONPATH` of the tests that use them).
+pub fn python_dir() -> PathBuf {
+    tools_dir().join("python")
+}
+
+fn python_packages() -> Result<()> {
+    let dir = python_dir();
+    let stamp_path = dir.join(".sonde-installed");
+    let want = PYTHON_PACKAGES.join(" ");
+    if fs::read_to_string(&stamp_path).is_ok_and(|s| s == want) {
+        return Ok(());
+    }
+    eprintln!("setup: installing {want} into {}", dir.display());
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    run_checked(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--upgrade",
+                "--target",
+            ])
+            .arg(&dir)
+            .args(PYTHON_PACKAGES)
+            // Setup's output is the user's terminal, never the agent's event stream.
+            .stdout(std::io::stderr()),
+        &format!("python3 -m pip install --target {} {want}", dir.display()),
+    )?;
+    fs::write(&stamp_path, want)?;
     Ok(())
 }
 
