@@ -18,6 +18,7 @@ pub mod apiserver;
 pub mod kubelet;
 pub mod payloads;
 pub mod pki;
+pub mod rbac;
 pub mod server;
 
 pub use apiserver::{ApiserverStandin, Resource, SeenApiRequest};

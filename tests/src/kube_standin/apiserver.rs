@@ -15,8 +15,9 @@
 //! - Metadata-only requests (`Accept: …;as=PartialObjectMetadata…`) get
 //!   `PartialObjectMetadata(List)` answers.
 //! - Authentication: a bearer token; anything else gets the apiserver's 401 Status.
-//!   Authorization: resources marked forbidden get the RBAC 403 Status naming verb, resource
-//!   and API group.
+//!   Authorization: resources marked forbidden, or (with [`ApiserverStandin::enforce`]) what a
+//!   ClusterRole policy does not grant, get the RBAC 403 Status naming verb, resource and API
+//!   group; every request records what it needed ([`ApiserverStandin::grants_used`]).
 //! - Faults: [`ApiserverStandin::cut_next_event`] cuts the next watch event mid-object (the
 //!   connection drops); [`ApiserverStandin::pause_watches`] holds events back from open
 //!   watches (a partition); [`ApiserverStandin::cut_watches`] ends every open watch;
@@ -51,6 +52,7 @@ use tokio::sync::mpsc;
 use super::{
     payloads,
     pki::TestCa,
+    rbac::{Grant, Policy},
     server::{Body, Handler, Router, TestServer, json as json_response},
 };
 
@@ -137,9 +139,25 @@ pub struct SeenApiRequest {
     pub bearer: Option<String>,
     /// Metadata-only (`as=PartialObjectMetadata`).
     pub metadata_only: bool,
+    /// Refused by authorization (403).
+    pub forbidden: bool,
 }
 
 impl SeenApiRequest {
+    /// `list` or `watch` (the stand-in serves collections only).
+    pub fn verb(&self) -> &'static str {
+        if self.watch { "watch" } else { "list" }
+    }
+
+    /// The permission this request needs.
+    pub fn grant(&self) -> Grant {
+        (
+            self.resource.group().to_string(),
+            self.resource.plural().to_string(),
+            self.verb().to_string(),
+        )
+    }
+
     /// A query parameter's (percent-decoded) value.
     pub fn param(&self, name: &str) -> Option<String> {
         query_param(&self.query, name)
@@ -182,7 +200,19 @@ struct State {
     cuts: usize,
     token: String,
     forbidden: BTreeSet<Resource>,
+    /// With a policy, only what it grants is allowed ([`ApiserverStandin::enforce`]).
+    policy: Option<Policy>,
     seen: Vec<SeenApiRequest>,
+}
+
+impl State {
+    fn authorized(&self, resource: Resource, verb: &str) -> bool {
+        !self.forbidden.contains(&resource)
+            && self
+                .policy
+                .as_ref()
+                .is_none_or(|p| p.allows(resource.group(), resource.plural(), verb))
+    }
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -218,6 +248,7 @@ impl ApiserverStandin {
             cuts: 0,
             token: STANDIN_TOKEN.into(),
             forbidden: BTreeSet::new(),
+            policy: None,
             seen: Vec::new(),
         }));
         let tls = ca
@@ -467,9 +498,33 @@ impl ApiserverStandin {
         }
     }
 
+    /// From now on, only what `policy` grants is allowed; the rest gets the RBAC 403.
+    pub fn enforce(&self, policy: Policy) {
+        lock(&self.state).policy = Some(policy);
+    }
+
     /// Every request so far, oldest first.
     pub fn requests(&self) -> Vec<SeenApiRequest> {
         lock(&self.state).seen.clone()
+    }
+
+    /// What the requests so far needed (`(group, resource, verb)`), allowed or not.
+    pub fn grants_used(&self) -> BTreeSet<Grant> {
+        lock(&self.state)
+            .seen
+            .iter()
+            .map(SeenApiRequest::grant)
+            .collect()
+    }
+
+    /// The requests so far that were refused with 403.
+    pub fn forbidden_requests(&self) -> Vec<SeenApiRequest> {
+        lock(&self.state)
+            .seen
+            .iter()
+            .filter(|r| r.forbidden)
+            .cloned()
+            .collect()
     }
 
     /// List (not watch) requests for `resource` so far.
@@ -702,12 +757,15 @@ async fn serve(state: Shared, resource: Resource, request: Request<Incoming>) ->
     let bookmarks = query_param(&query, "allowWatchBookmarks").as_deref() == Some("true");
 
     let mut s = lock(&state);
+    let verb = if watch { "watch" } else { "list" };
+    let forbidden = !s.authorized(resource, verb);
     s.seen.push(SeenApiRequest {
         resource,
         watch,
         query: query.clone(),
         bearer: bearer.clone(),
         metadata_only,
+        forbidden,
     });
     // The apiserver authenticates, then authorizes, then serves.
     if bearer.as_deref() != Some(s.token.as_str()) {
@@ -716,8 +774,7 @@ async fn serve(state: Shared, resource: Resource, request: Request<Incoming>) ->
             &status(401, "Unauthorized", "Unauthorized", json!(null)),
         );
     }
-    if s.forbidden.contains(&resource) {
-        let verb = if watch { "watch" } else { "list" };
+    if forbidden {
         let message = format!(
             "{plural} is forbidden: User \"system:serviceaccount:sonde:sonde\" cannot {verb} \
              resource \"{plural}\" in API group \"{group}\" at the cluster scope",

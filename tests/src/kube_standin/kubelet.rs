@@ -26,6 +26,7 @@ use http::{
 };
 use hyper::body::Incoming;
 
+use super::rbac::{KUBELET_PODS, Policy};
 use super::{
     payloads,
     pki::TestCa,
@@ -87,6 +88,8 @@ struct State {
     valid_tokens: Vec<String>,
     auth: bool,
     fault: Fault,
+    /// With a policy, `GET /pods` needs one of [`KUBELET_PODS`] ([`KubeletStandin::enforce`]).
+    policy: Option<Policy>,
     seen: Vec<SeenRequest>,
 }
 
@@ -125,6 +128,7 @@ impl KubeletStandin {
             valid_tokens: vec![options.token.clone()],
             auth: options.tls,
             fault: Fault::None,
+            policy: None,
             seen: Vec::new(),
         }));
         let tls = options.tls.then(|| {
@@ -234,6 +238,13 @@ impl KubeletStandin {
         lock(&self.state).pods = bytes.into();
     }
 
+    /// From now on `GET /pods` is authorized as a kubelet does it (a SubjectAccessReview for
+    /// `nodes/proxy` or, with fine-grained authorization, `nodes/pods`): only when `policy`
+    /// grants one of [`KUBELET_PODS`]; else the kubelet's 403.
+    pub fn enforce(&self, policy: Policy) {
+        lock(&self.state).policy = Some(policy);
+    }
+
     pub fn set_fault(&self, fault: Fault) {
         lock(&self.state).fault = fault;
     }
@@ -276,7 +287,17 @@ async fn pods(state: Shared, request: Request<Incoming>) -> Response<Body> {
             bearer: token.clone(),
         });
         let authorized = !s.auth || token.as_ref().is_some_and(|t| s.valid_tokens.contains(t));
-        (s.pods.clone(), s.fault.clone(), authorized)
+        let permitted = s.policy.as_ref().is_none_or(|p| {
+            KUBELET_PODS
+                .iter()
+                .any(|(group, resource, verb)| p.allows(group, resource, verb))
+        });
+        let fault = if permitted {
+            s.fault.clone()
+        } else {
+            Fault::Forbidden
+        };
+        (s.pods.clone(), fault, authorized)
     };
     // The kubelet authenticates, then authorizes, then serves.
     if !authorized {

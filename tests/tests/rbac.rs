@@ -1,0 +1,158 @@
+//! The ClusterRoles in `manifests/` against what the real agent asks: the test apiserver and
+//! kubelet enforce the rules read from the files, the agent syncs every source with no request
+//! refused, and the role grants nothing the agent did not use (both directions), with the
+//! default configuration and with the label allow-lists (which need `components/labels`).
+
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+
+use sonde_tests::{
+    agent::Agent,
+    api,
+    kube_standin::{
+        ApiserverStandin, KubeletStandin,
+        apiserver::FIXTURE_NODE,
+        rbac::{Grant, KUBELET_PODS, Policy},
+    },
+    poll::poll_until,
+};
+
+fn manifest(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../manifests")
+        .join(path)
+}
+
+const BASE_ROLE: &str = "base/clusterrole.yaml";
+const LABELS_ROLE: &str = "components/labels/clusterrole.yaml";
+
+fn policy(files: &[&str]) -> Policy {
+    let paths: Vec<PathBuf> = files.iter().map(|f| manifest(f)).collect();
+    let paths: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+    let policy = Policy::from_cluster_roles(&paths);
+    assert!(!policy.grants().is_empty(), "no rules read from {files:?}");
+    policy
+}
+
+struct Cluster {
+    apiserver: ApiserverStandin,
+    kubelet: KubeletStandin,
+}
+
+impl Cluster {
+    fn enforcing(policy: &Policy) -> Self {
+        let apiserver = ApiserverStandin::start();
+        let kubelet = KubeletStandin::start();
+        apiserver.enforce(policy.clone());
+        kubelet.enforce(policy.clone());
+        Self { apiserver, kubelet }
+    }
+
+    fn agent(&self, extra: &[&str]) -> Agent {
+        let kubeconfig = self.apiserver.kubeconfig().display().to_string();
+        let url = self.kubelet.url();
+        let ca = self.kubelet.ca_file().display().to_string();
+        let token = self.kubelet.token_file().display().to_string();
+        let mut args = vec![
+            "--kubeconfig",
+            kubeconfig.as_str(),
+            "--node-name",
+            FIXTURE_NODE,
+            "--kubelet-url",
+            url.as_str(),
+            "--kubelet-ca-file",
+            ca.as_str(),
+            "--kubelet-token-file",
+            token.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        Agent::start(&args)
+    }
+
+    /// What the agent's requests needed: the apiserver's, and the kubelet's `GET /pods` (either
+    /// of its two authorizations, as a kubelet of either mode needs one).
+    fn used(&self) -> BTreeSet<Grant> {
+        let mut used = self.apiserver.grants_used();
+        if !self.kubelet.requests().is_empty() {
+            used.extend(
+                KUBELET_PODS
+                    .iter()
+                    .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string())),
+            );
+        }
+        used
+    }
+}
+
+/// Waits until `/readyz` shows every part of `parts`; returns its body.
+#[track_caller]
+fn wait_readyz(agent: &mut Agent, parts: &[&str]) -> String {
+    let addr = agent.metrics_addr();
+    poll_until(
+        format!("/readyz showing {parts:?}"),
+        Duration::from_secs(20),
+        || {
+            let (_, body) = api::get(addr, "/readyz");
+            if parts.iter().all(|p| body.contains(p)) {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        },
+    )
+}
+
+#[test]
+fn the_default_agent_needs_exactly_the_base_cluster_role() {
+    let granted = policy(&[BASE_ROLE]);
+    let cluster = Cluster::enforcing(&granted);
+    let mut agent = cluster.agent(&[]);
+    wait_readyz(
+        &mut agent,
+        &["[+]kubelet synced: ", "[+]apiserver synced: 5 kinds"],
+    );
+    let refused = cluster.apiserver.forbidden_requests();
+    assert!(refused.is_empty(), "refused by the role: {refused:#?}");
+    let used = cluster.used();
+    let unused: Vec<_> = granted.grants().difference(&used).collect();
+    let missing: Vec<_> = used.difference(granted.grants()).collect();
+    assert!(
+        unused.is_empty() && missing.is_empty(),
+        "granted but never used: {unused:?}; used but not granted: {missing:?}"
+    );
+}
+
+#[test]
+fn label_allow_lists_need_the_labels_component_and_name_the_rule_without_it() {
+    let labels = [
+        "--set",
+        "kubernetes.node_labels=topology.kubernetes.io/zone",
+        "--set",
+        "kubernetes.namespace_labels=kubernetes.io/metadata.name",
+    ];
+    // With the base role only, the node and namespace watches are refused: the agent still
+    // turns ready, and says which rule is missing.
+    let cluster = Cluster::enforcing(&policy(&[BASE_ROLE]));
+    let mut agent = cluster.agent(&labels);
+    let body = wait_readyz(&mut agent, &["[+]apiserver failing: ", "nodes"]);
+    assert!(body.contains("namespaces"), "{body}");
+    let refused: BTreeSet<&str> = cluster
+        .apiserver
+        .forbidden_requests()
+        .iter()
+        .map(|r| r.resource.plural())
+        .collect();
+    assert_eq!(refused, BTreeSet::from(["namespaces", "nodes"]));
+    drop(agent);
+
+    // With the component's role too: nothing refused, and nothing granted goes unused.
+    let granted = policy(&[BASE_ROLE, LABELS_ROLE]);
+    let cluster = Cluster::enforcing(&granted);
+    let mut agent = cluster.agent(&labels);
+    wait_readyz(
+        &mut agent,
+        &["[+]kubelet synced: ", "[+]apiserver synced: 7 kinds"],
+    );
+    let refused = cluster.apiserver.forbidden_requests();
+    assert!(refused.is_empty(), "refused by the roles: {refused:#?}");
+    assert_eq!(&cluster.used(), granted.grants());
+}
