@@ -10,7 +10,6 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sonde::{
-    api::DEFAULT_LISTEN,
     client::{self, StatusFormat, StatusOptions},
     config::{
         self, Config, ConfigError, ConfigFile, Loaded, Overrides,
@@ -47,9 +46,14 @@ enum Command {
 
 #[derive(Args)]
 struct StatusArgs {
-    /// The agent's API address (its api.listen / --api-listen).
-    #[arg(long, env = "SONDE_API", default_value = DEFAULT_LISTEN)]
-    api: SocketAddr,
+    /// The agent's API address. Default: the api.listen of the configuration `sonde run` reads
+    /// (the file, SONDE_API_LISTEN, --set), else 127.0.0.1:9465.
+    #[arg(long, env = "SONDE_API")]
+    api: Option<SocketAddr>,
+    /// The configuration file and `--set` overrides, read for api.listen as `sonde run` reads
+    /// them.
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Refresh every second (in place on a terminal).
     #[arg(long)]
     watch: bool,
@@ -161,8 +165,28 @@ fn main() -> ExitCode {
 }
 
 fn status_command(args: &StatusArgs) -> ExitCode {
+    let api = match args.api {
+        Some(addr) => Ok(addr),
+        None => {
+            let mut o = Overrides::default();
+            for arg in &args.config.set {
+                o.set(arg.clone());
+            }
+            match Config::load(&ConfigFile::new(args.config.config.clone()), &o) {
+                Ok(loaded) => client::api_address(None, &loaded),
+                Err(err) => return config_error(&err),
+            }
+        }
+    };
+    let api = match api {
+        Ok(addr) => addr,
+        Err(err) => {
+            eprintln!("sonde: error: {err}");
+            return ExitCode::from(78);
+        }
+    };
     let opts = StatusOptions {
-        api: args.api,
+        api,
         watch: args.watch,
         format: args.output,
         clear: args.watch && std::io::stdout().is_terminal(),

@@ -204,3 +204,51 @@ fn sonde_status_without_an_agent_names_the_address_and_the_fix() {
         "{stderr}"
     );
 }
+
+/// `sonde status` finds the agent through the configuration `sonde run` read (the file's
+/// `api.listen`, `SONDE_API_LISTEN`), not only through its own `--api`.
+#[test]
+fn sonde_status_finds_the_agent_through_the_run_configuration() {
+    let agent = Agent::start_with_api(&[]);
+    let addr = agent.api();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sonde.yaml");
+    std::fs::write(&file, format!("api:\n  listen: {addr}\n")).expect("config file");
+    let status = |cmd: &mut Command| {
+        let out = cmd
+            .args(["--output", "json"])
+            .env_remove("SONDE_API")
+            .output()
+            .expect("run sonde status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        assert!(doc["workloads"].is_array(), "not a status document: {doc}");
+    };
+    let sonde = || {
+        let mut cmd = Command::new(sonde_bin());
+        cmd.arg("status").env_remove("SONDE_API_LISTEN");
+        cmd
+    };
+    status(sonde().arg("--config").arg(&file));
+    status(sonde().env("SONDE_API_LISTEN", addr.to_string()));
+    status(sonde().arg("--set").arg(format!("api.listen={addr}")));
+    // A configuration with the API off says so, with where that came from.
+    std::fs::write(&file, "api:\n  enabled: false\n").expect("config file");
+    let out = Command::new(sonde_bin())
+        .arg("status")
+        .arg("--config")
+        .arg(&file)
+        .env_remove("SONDE_API")
+        .output()
+        .expect("run sonde status");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("api.enabled: false") && stderr.contains(&file.display().to_string()),
+        "{stderr}"
+    );
+}

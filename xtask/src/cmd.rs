@@ -84,6 +84,8 @@ pub fn build_agent(release: bool) -> Result<()> {
     if release {
         cmd.arg("--release");
     }
+    // stdout is the agent's under `cargo xtask run` (NDJSON into `jq`): the build writes to stderr.
+    cmd.stdout(std::io::stderr());
     status(&mut cmd, "building the agent")
 }
 

@@ -205,9 +205,7 @@ fn python_packages() -> Result<()> {
                 "--target",
             ])
             .arg(&dir)
-            .args(PYTHON_PACKAGES)
-            // Setup's output is the user's terminal, never the agent's event stream.
-            .stdout(std::io::stderr()),
+            .args(PYTHON_PACKAGES),
         &format!("python3 -m pip install --target {} {want}", dir.display()),
     )?;
     fs::write(&stamp_path, want)?;
@@ -234,10 +232,14 @@ fn debian_packages() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing)
+            .stdout(std::io::stderr())
             .status()
     };
     if !install().is_ok_and(|s| s.success()) {
-        let _ = Command::new("apt-get").arg("update").status();
+        let _ = Command::new("apt-get")
+            .arg("update")
+            .stdout(std::io::stderr())
+            .status();
         let ok = install().is_ok_and(|s| s.success());
         if !ok {
             bail!(
@@ -307,8 +309,11 @@ fn kernel_btf() {
     }
 }
 
+/// Runs a setup step; its output goes to stderr (stdout is the agent's event stream under
+/// `cargo xtask run`, which can be piped into `jq`).
 fn run_checked(cmd: &mut Command, shown: &str) -> Result<()> {
     let status = cmd
+        .stdout(std::io::stderr())
         .status()
         .with_context(|| format!("cannot start `{shown}`"))?;
     if !status.success() {

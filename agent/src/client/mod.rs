@@ -69,8 +69,43 @@ pub enum ClientError {
         addr: SocketAddr,
         source: serde_json::Error,
     },
+    #[error(
+        "the agent's API is off in this configuration (api.enabled: false, from {origin}), so \
+         there is no status to ask for. Fix: turn it on (api.listen), or name an agent with \
+         --api HOST:PORT"
+    )]
+    ApiOff { origin: String },
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// Where `sonde status` finds the agent: `--api` / `SONDE_API` when given, else the API
+/// address that the same configuration gives `sonde run` (`api.listen` from the file,
+/// `SONDE_API_LISTEN`, `--set api.listen=…`), an unspecified address (`0.0.0.0`, `::`) meaning
+/// this host's loopback.
+pub fn api_address(
+    explicit: Option<SocketAddr>,
+    loaded: &crate::config::Loaded,
+) -> Result<SocketAddr, ClientError> {
+    if let Some(addr) = explicit {
+        return Ok(addr);
+    }
+    let api = &loaded.config.api;
+    if !api.enabled {
+        return Err(ClientError::ApiOff {
+            origin: loaded
+                .source("api.enabled")
+                .map_or_else(|| "default".into(), ToString::to_string),
+        });
+    }
+    let mut addr = api.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(addr)
 }
 
 impl ClientError {
