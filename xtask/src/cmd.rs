@@ -116,6 +116,9 @@ pub fn test(args: &[String]) -> Result<()> {
     ])
     .env("SONDE_BIN", agent_binary(false))
     .env("SONDE_PYTHONPATH", crate::setup::python_dir())
+    // Tests run agents side by side on one kernel; tests/tests/one_agent.rs turns the
+    // one-agent-per-kernel check back on for itself.
+    .env("SONDE_CAPTURE_ALLOW_OTHER_AGENTS", "true")
     .env("RUST_BACKTRACE", "1");
     cmd.args(args);
     status(&mut cmd, "the test suite")

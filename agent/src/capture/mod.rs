@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod counters;
 pub mod decode;
+pub mod exclusive;
 pub mod layout;
 pub mod logger;
 pub mod object;
@@ -12,7 +13,7 @@ pub mod probes;
 pub mod ringbuf;
 pub mod tracefs;
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use aya::maps::{PerCpuArray, RingBuf};
 use sonde_common::names;
@@ -42,6 +43,8 @@ pub struct CaptureConfig {
     pub btf_path: Option<std::path::PathBuf>,
     /// Programs not to attach (names as in `sonde run` probe reports, e.g. `sonde_accept`).
     pub disabled_probes: Vec<String>,
+    /// Start even when another Sonde's programs are loaded in this kernel ([`exclusive`]).
+    pub allow_other_agents: bool,
 }
 
 impl Default for CaptureConfig {
@@ -53,6 +56,7 @@ impl Default for CaptureConfig {
             drain_interval: Duration::from_millis(50),
             btf_path: None,
             disabled_probes: Vec::new(),
+            allow_other_agents: false,
         }
     }
 }
@@ -102,6 +106,13 @@ pub enum CaptureError {
          above; `sonde run --log-level debug` shows the verifier's output"
     )]
     NothingAttached(String),
+    #[error(
+        "another Sonde already runs on this kernel ({0}): a second one would count every event \
+         twice. Fix: stop it (a pod stuck terminating: `kubectl delete pod --grace-period=0 \
+         --force`; a host install: `systemctl stop sonde`), or start this one anyway with \
+         --set capture.allow_other_agents=true"
+    )]
+    AnotherAgent(exclusive::OtherAgent),
 }
 
 impl CaptureError {
@@ -114,7 +125,39 @@ impl CaptureError {
             | CaptureError::Btf(_)
             | CaptureError::NothingAttached(_) => 69,
             CaptureError::RingBufferSize(_) => 78,
+            // EX_TEMPFAIL: the other agent may go away (the kubelet retries with a backoff).
+            CaptureError::AnotherAgent(_) => 75,
             _ => 70,
+        }
+    }
+}
+
+/// Fails when Sonde programs other than `ours` with an id below `below` are loaded (0: any
+/// other). A kernel that refuses the listing is logged and let through (degraded, with the
+/// reason).
+fn refuse_another_agent(ours: &BTreeSet<u32>, below: u32) -> Result<(), CaptureError> {
+    match exclusive::sonde_programs(ours) {
+        Ok(others) => {
+            let earlier: Vec<u32> = others
+                .into_iter()
+                .filter(|&id| below == 0 || id < below)
+                .collect();
+            if earlier.is_empty() {
+                Ok(())
+            } else {
+                Err(CaptureError::AnotherAgent(exclusive::describe(
+                    std::path::Path::new("/proc"),
+                    earlier,
+                )))
+            }
+        }
+        Err(err) => {
+            tracing::warn!(
+                %err,
+                "cannot list the kernel's BPF programs (needs CAP_SYS_ADMIN), so a second Sonde \
+                 on this node would not be noticed"
+            );
+            Ok(())
         }
     }
 }
@@ -140,6 +183,9 @@ impl Capture {
     /// Checks the node, loads and attaches. Must run inside a tokio runtime.
     pub fn start(opts: &CaptureConfig) -> Result<Self, CaptureError> {
         preflight::check()?;
+        if !opts.allow_other_agents {
+            refuse_another_agent(&BTreeSet::new(), 0)?;
+        }
         let size = opts.ring_buffer_bytes()?;
         // A loader that never parses the kernel's BTF (see object::loader): our own much
         // smaller index gives the offsets.
@@ -191,6 +237,16 @@ impl Capture {
                 .map(|p| format!("{}: {:?}", p.hook, p.state))
                 .collect();
             return Err(CaptureError::NothingAttached(reasons.join("; ")));
+        }
+
+        if !opts.allow_other_agents {
+            // Two agents started at the same moment both passed the first check: the one whose
+            // programs were loaded first (lower ids) stays.
+            let ours: BTreeSet<u32> = ebpf
+                .programs()
+                .filter_map(|(_, p)| p.info().ok().map(|i| i.id()))
+                .collect();
+            refuse_another_agent(&ours, ours.first().copied().unwrap_or(u32::MAX))?;
         }
 
         let events = ebpf

@@ -360,6 +360,12 @@ pub static KEYS: &[Key] = &[
         Some("--disable-probe"),
         "Programs not to attach: sonde_exec, sonde_fork, sonde_exit, sonde_cgroup_mkdir, sonde_cgroup_rmdir, sonde_tcp_state, sonde_accept.",
     ),
+    key(
+        "capture.allow_other_agents",
+        Kind::Bool,
+        None,
+        "Start even when another Sonde's eBPF programs are loaded in this kernel (then both count every event). `false`: refuse, naming the other agent (pid, pod or unit), exit code 75.",
+    ),
     alias(
         key(
             "node.host_root",
