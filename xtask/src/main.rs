@@ -1,4 +1,5 @@
-//! Build orchestration, the only place for it: `cargo xtask <setup|build|run|test|bench|lint>`.
+//! Build orchestration, the only place for it:
+//! `cargo xtask <setup|build|run|test|bench|image|dist|lint>`.
 //! `run`, `test` and `bench` call `setup` first, so a fresh clone needs nothing else.
 
 mod bench;
@@ -6,6 +7,7 @@ mod bench_bootstrap;
 mod bench_metadata;
 mod bench_micro;
 mod cmd;
+mod package;
 mod setup;
 
 use anyhow::Result;
@@ -54,6 +56,12 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Set up and build the container image: the static binary alone in an OCI archive
+    /// (`target/package/sonde-<version>.oci.tar`, image `localhost/sonde:<version>`).
+    Image,
+    /// Set up and build the host install's tarball (static binary, systemd unit, sonde.yaml,
+    /// README): `target/package/sonde-<version>-x86_64-linux.tar.gz`.
+    Dist,
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
 }
@@ -83,6 +91,14 @@ fn main() -> Result<()> {
             setup::run()?;
             cmd::build_agent(true)?;
             bench::run(rounds, seconds, only.as_deref())
+        }
+        Command::Image => {
+            setup::run()?;
+            package::image().map(drop)
+        }
+        Command::Dist => {
+            setup::run()?;
+            package::dist().map(drop)
         }
         Command::Lint => cmd::lint(),
     }

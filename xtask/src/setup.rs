@@ -18,14 +18,23 @@ const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
 
 /// Debian packages the tests and benchmarks use: runc and busybox-static for real containers,
 /// libbpf-tools for the peer tracers (execsnoop, tcplife), iproute2 for `ss`/`ip`, prometheus
-/// for `promtool check metrics` and a real Prometheus server scraping the agent.
-const PACKAGES: [&str; 5] = [
+/// for `promtool check metrics` and a real Prometheus server scraping the agent; and what
+/// `cargo xtask image` / `dist` build with: musl-tools (the static binary's C parts), binutils
+/// (objcopy: debug info to a separate file), umoci and skopeo (an OCI image with no registry).
+const PACKAGES: [&str; 9] = [
     "runc",
     "busybox-static",
     "libbpf-tools",
     "iproute2",
     "prometheus",
+    "musl-tools",
+    "binutils",
+    "umoci",
+    "skopeo",
 ];
+
+/// The target of the self-contained binary (`cargo xtask image`, `dist`).
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// PyPI packages the tests use, pinned (their behaviour is what the tests assert):
 /// kubernetes-validate checks the rendered manifests against the Kubernetes schemas, offline
@@ -35,6 +44,7 @@ const PYTHON_PACKAGES: [&str; 1] = ["kubernetes-validate==1.37.0"];
 pub fn run() -> Result<()> {
     let root = is_root();
     nightly_rust_src()?;
+    static_target()?;
     bpf_linker()?;
     python_packages()?;
     if root {
@@ -51,6 +61,19 @@ pub fn run() -> Result<()> {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The stable toolchain's musl standard library, for the static binary.
+fn static_target() -> Result<()> {
+    let installed = capture(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == STATIC_TARGET) {
+        return Ok(());
+    }
+    eprintln!("setup: adding the {STATIC_TARGET} target (the self-contained binary)");
+    run_checked(
+        Command::new("rustup").args(["target", "add", STATIC_TARGET]),
+        &format!("rustup target add {STATIC_TARGET}"),
+    )
 }
 
 fn nightly_rust_src() -> Result<()> {

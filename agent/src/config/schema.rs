@@ -460,7 +460,7 @@ pub static KEYS: &[Key] = &[
         "kubernetes.kubeconfig",
         Kind::Path,
         Some("--kubeconfig"),
-        "Kubeconfig for the apiserver; `null`: the in-cluster service account.",
+        "Kubeconfig for the apiserver; `null`: the in-cluster service account, else (a host install on a node) the kubelet's kubeconfig: `/etc/kubernetes/kubelet.conf` (kubeadm), `/var/lib/kubelet/kubeconfig` (EKS, GKE), `/var/lib/rancher/k3s/agent/kubelet.kubeconfig` (k3s).",
     )),
     key(
         "kubernetes.pod_labels",

@@ -4,6 +4,25 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+/// Where a host install finds the apiserver when `kubernetes.kubeconfig` is unset and it is not
+/// in a pod: the kubelet's own kubeconfig, as each distribution puts it (kubeadm, then the
+/// `/var/lib/kubelet/kubeconfig` of EKS and GKE, then k3s). The node's credentials
+/// (`system:node:<name>`) read what the node authorizer allows a node: its pods, Services and
+/// EndpointSlices; owners are refused and degraded with the reason.
+pub const NODE_KUBECONFIGS: [&str; 3] = [
+    "/etc/kubernetes/kubelet.conf",
+    "/var/lib/kubelet/kubeconfig",
+    "/var/lib/rancher/k3s/agent/kubelet.kubeconfig",
+];
+
+/// The first of `candidates` that exists.
+pub fn node_kubeconfig<'a>(candidates: impl IntoIterator<Item = &'a str>) -> Option<PathBuf> {
+    candidates
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
 /// The `kubernetes.*` configuration (apiserver watches).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,6 +73,21 @@ impl Default for KubernetesConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_existing_node_kubeconfig_is_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            dir.path().join("kubelet.conf"),
+            dir.path().join("kubeconfig"),
+        );
+        std::fs::write(&b, "apiVersion: v1\n").expect("write");
+        let candidates = [a.to_str().expect("utf-8"), b.to_str().expect("utf-8")];
+        assert_eq!(node_kubeconfig(candidates), Some(b.clone()));
+        std::fs::write(&a, "apiVersion: v1\n").expect("write");
+        assert_eq!(node_kubeconfig(candidates), Some(a));
+        assert_eq!(node_kubeconfig(["/nonexistent/kubelet.conf"]), None);
+    }
 
     #[test]
     fn config_keys() {

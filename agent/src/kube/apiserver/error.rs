@@ -21,10 +21,12 @@ pub enum ApiserverError {
     )]
     Kubeconfig { path: PathBuf, reason: String },
     #[error(
-        "no apiserver configuration: kubernetes.kubeconfig is unset and the in-cluster service \
-         account cannot be used ({reason}). Fix: run the agent as a pod with a service account \
-         (automountServiceAccountToken: true), or set kubernetes.kubeconfig, or set \
-         kubernetes.enabled: false on hosts without Kubernetes"
+        "no apiserver configuration: kubernetes.kubeconfig is unset, the in-cluster service \
+         account cannot be used ({reason}) and no kubelet kubeconfig was found \
+         (/etc/kubernetes/kubelet.conf, /var/lib/kubelet/kubeconfig, \
+         /var/lib/rancher/k3s/agent/kubelet.kubeconfig). Fix: run the agent as a pod with a \
+         service account (automountServiceAccountToken: true), or set kubernetes.kubeconfig, or \
+         set kubernetes.enabled: false on hosts without Kubernetes"
     )]
     InCluster { reason: String },
     #[error(

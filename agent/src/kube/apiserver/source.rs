@@ -26,6 +26,7 @@ use tokio::{sync::watch, task::JoinSet};
 
 use super::{
     ApiserverError, KubernetesConfig,
+    config::{NODE_KUBECONFIGS, node_kubeconfig},
     kind::WatchKind,
     labels::{LabelIndex, Labels},
     owners::{OwnerIndex, OwnerLink},
@@ -158,11 +159,33 @@ pub fn spawn_apiserver_source(
                 context: config.context.clone(),
             }
         }
-        None => Credentials::InCluster(Box::new(kube::Config::incluster().map_err(|e| {
-            ApiserverError::InCluster {
-                reason: e.to_string(),
-            }
-        })?)),
+        None => match kube::Config::incluster() {
+            Ok(incluster) => Credentials::InCluster(Box::new(incluster)),
+            // Not in a pod: a host install on a node uses the kubelet's kubeconfig.
+            Err(e) => match node_kubeconfig(NODE_KUBECONFIGS) {
+                Some(path) => {
+                    let kubeconfig =
+                        Kubeconfig::read_from(&path).map_err(|e| ApiserverError::Kubeconfig {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    tracing::info!(
+                        path = %path.display(),
+                        "not in a pod: using the kubelet's kubeconfig for the apiserver"
+                    );
+                    Credentials::Kubeconfig {
+                        path,
+                        kubeconfig: Box::new(kubeconfig),
+                        context: config.context.clone(),
+                    }
+                }
+                None => {
+                    return Err(ApiserverError::InCluster {
+                        reason: e.to_string(),
+                    });
+                }
+            },
+        },
     };
     let (tx, rx) = watch::channel(ApiserverSyncState {
         credentials: credentials.describe(),
