@@ -102,10 +102,12 @@ pub fn run_agent(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Builds the agent and the tests' helpers, then runs every test with `SONDE_BIN` pointing at
-/// the agent.
+/// Builds the agent, its image and the tests' helpers, then runs every test with `SONDE_BIN`
+/// pointing at the agent and `SONDE_IMAGE` at the image.
 pub fn test(args: &[String]) -> Result<()> {
     build_agent(false)?;
+    // The DaemonSet test runs the real image (tests/tests/daemonset.rs).
+    let image = crate::package::image()?;
     let mut cmd = cargo()?;
     cmd.args([
         "test",
@@ -116,6 +118,7 @@ pub fn test(args: &[String]) -> Result<()> {
     ])
     .env("SONDE_BIN", agent_binary(false))
     .env("SONDE_PYTHONPATH", crate::setup::python_dir())
+    .env("SONDE_IMAGE", image)
     // Tests run agents side by side on one kernel; tests/tests/one_agent.rs turns the
     // one-agent-per-kernel check back on for itself.
     .env("SONDE_CAPTURE_ALLOW_OTHER_AGENTS", "true")
