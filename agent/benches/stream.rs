@@ -105,6 +105,7 @@ fn measure(label: &str, query: &str, matching_every: u64) {
                 &events,
                 ApiState {
                     stream: handle,
+                    token: None,
                     status: status_rx,
                 },
             );

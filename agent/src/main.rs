@@ -50,8 +50,11 @@ struct StatusArgs {
     /// (the file, SONDE_API_LISTEN, --set), else 127.0.0.1:9465.
     #[arg(long, env = "SONDE_API")]
     api: Option<SocketAddr>,
-    /// The configuration file and `--set` overrides, read for api.listen as `sonde run` reads
-    /// them.
+    /// The API's bearer token file. Default: the api.token_file of that configuration.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The configuration file and `--set` overrides, read for api.listen and api.token_file
+    /// as `sonde run` reads them.
     #[command(flatten)]
     config: ConfigArgs,
     /// Refresh every second (in place on a terminal).
@@ -165,28 +168,36 @@ fn main() -> ExitCode {
 }
 
 fn status_command(args: &StatusArgs) -> ExitCode {
-    let api = match args.api {
-        Some(addr) => Ok(addr),
-        None => {
-            let mut o = Overrides::default();
-            for arg in &args.config.set {
-                o.set(arg.clone());
-            }
-            match Config::load(&ConfigFile::new(args.config.config.clone()), &o) {
-                Ok(loaded) => client::api_address(None, &loaded),
-                Err(err) => return config_error(&err),
-            }
-        }
+    let mut o = Overrides::default();
+    for arg in &args.config.set {
+        o.set(arg.clone());
+    }
+    let loaded = match Config::load(&ConfigFile::new(args.config.config.clone()), &o) {
+        Ok(loaded) => loaded,
+        Err(err) => return config_error(&err),
     };
-    let api = match api {
+    let api = match client::api_address(args.api, &loaded) {
         Ok(addr) => addr,
         Err(err) => {
             eprintln!("sonde: error: {err}");
             return ExitCode::from(78);
         }
     };
+    let token_file = args
+        .token_file
+        .clone()
+        .or_else(|| loaded.config.api.token_file.clone());
+    let token = match token_file.map(|p| sonde::api::auth::read_token(&p)) {
+        Some(Ok(token)) => Some(token),
+        Some(Err(err)) => {
+            eprintln!("sonde: error: {err}");
+            return ExitCode::from(78);
+        }
+        None => None,
+    };
     let opts = StatusOptions {
         api,
+        token,
         watch: args.watch,
         format: args.output,
         clear: args.watch && std::io::stdout().is_terminal(),

@@ -135,6 +135,8 @@ pub enum RunError {
     },
     #[error("ring buffer reader failed: {0}")]
     Reader(std::io::Error),
+    #[error(transparent)]
+    Token(#[from] api::auth::TokenError),
 }
 
 impl RunError {
@@ -144,6 +146,7 @@ impl RunError {
             RunError::Node(_) => 69,
             RunError::Stats { .. } | RunError::OutputFile(_) => 73,
             RunError::Listen(_) => 75,
+            RunError::Token(_) => 78,
             _ => 1,
         }
     }
@@ -282,6 +285,11 @@ pub async fn run(
         dest = Box::new(RotatingFile::open(file)?);
         opts.output = OutputFormat::Json;
     }
+    // A token file that cannot be read stops the run before anything is loaded.
+    let api_token = match opts.api.as_ref().and_then(|a| a.token_file.as_deref()) {
+        Some(path) => Some(Arc::new(api::auth::BearerToken::load(path)?)),
+        None => None,
+    };
     let api_listener = match &opts.api {
         Some(api) => Some(api::bind(api).await?),
         None => None,
@@ -389,6 +397,7 @@ pub async fn run(
             events,
             ApiState {
                 stream: handle,
+                token: api_token,
                 status: health_rx.clone(),
             },
         );

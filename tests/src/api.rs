@@ -23,13 +23,22 @@ pub fn free_loopback_addr() -> SocketAddr {
 
 /// Status code, headers (lower-case names) and the buffered reader positioned at the body.
 fn request(addr: SocketAddr, target: &str) -> (u16, Vec<(String, String)>, BufReader<TcpStream>) {
+    request_with(addr, target, "")
+}
+
+/// [`request`] with extra header lines (each ending in `\r\n`).
+fn request_with(
+    addr: SocketAddr,
+    target: &str,
+    extra_headers: &str,
+) -> (u16, Vec<(String, String)>, BufReader<TcpStream>) {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     write!(
         stream,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra_headers}\r\n"
     )
     .expect("send request");
     let mut reader = BufReader::new(stream);
@@ -90,6 +99,26 @@ pub fn get(addr: SocketAddr, target: &str) -> (u16, String) {
         reader.read_to_end(&mut body).expect("body");
     }
     (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Status code, headers and whole (non-chunked) body of a GET sending `Authorization: Bearer
+/// <token>`.
+pub fn get_with_token(
+    addr: SocketAddr,
+    target: &str,
+    token: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let (code, headers, mut reader) =
+        request_with(addr, target, &format!("Authorization: Bearer {token}\r\n"));
+    let mut body = Vec::new();
+    if header(&headers, "transfer-encoding") == Some("chunked") {
+        while let Some(c) = read_chunk(&mut reader) {
+            body.extend_from_slice(&c);
+        }
+    } else {
+        reader.read_to_end(&mut body).expect("body");
+    }
+    (code, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// `GET /v1/status`, parsed.

@@ -252,3 +252,59 @@ fn sonde_status_finds_the_agent_through_the_run_configuration() {
         "{stderr}"
     );
 }
+
+/// The API beyond loopback needs a bearer token: without `api.token_file` the agent refuses
+/// to start; with it, requests without the token get 401 and `sonde status` sends it.
+#[test]
+fn the_api_beyond_loopback_requires_a_bearer_token() {
+    let port = free_loopback_addr().port();
+    let listen = format!("0.0.0.0:{port}");
+    let out = Command::new(sonde_bin())
+        .args(["run", "--api-listen", &listen, "--metrics-listen", "off"])
+        .output()
+        .expect("run sonde");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("api.listen") && stderr.contains("api.token_file"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "t0ken-for-the-test\n").expect("token");
+    let set = format!("api.token_file={}", token_file.display());
+    let agent = Agent::start(&["--api-listen", &listen, "--set", &set]);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let (code, headers, body) = api::get_with_token(addr, "/v1/status", "wrong");
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer")),
+        "{headers:?}"
+    );
+    assert!(body.contains("api.token_file"), "{body}");
+    let (code, _) = api::get(addr, "/v1/status");
+    assert_eq!(code, 401, "no token");
+    let (code, _, body) = api::get_with_token(addr, "/v1/status", "t0ken-for-the-test");
+    assert_eq!(code, 200, "{body}");
+    let out = sonde_status(&addr.to_string(), &["--output", "json"]);
+    assert!(!out.status.success(), "status without the token");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let out = Command::new(sonde_bin())
+        .args(["status", "--api", &addr.to_string(), "--output", "json"])
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .expect("sonde status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // /metrics stays scrapable without it.
+    let mut agent = agent;
+    let (code, _) = api::get(agent.metrics_addr(), "/metrics");
+    assert_eq!(code, 200);
+}

@@ -5,6 +5,7 @@
 //! streaming body need no router or middleware, so axum/tower would add weight, not function.
 //! See docs/api.md.
 
+pub mod auth;
 pub mod body;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -51,6 +52,9 @@ pub struct ApiConfig {
     /// A client must send each request head within this (see [`crate::http::server`]).
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// A file holding the bearer token every request must carry ([`auth`]); required when
+    /// `listen` is not a loopback address.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +63,7 @@ impl Default for ApiConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            token_file: None,
         }
     }
 }
@@ -88,6 +93,8 @@ pub type ApiError = BindError;
 #[derive(Clone)]
 pub struct ApiState {
     pub stream: StreamHandle,
+    /// When set, every request must carry this bearer token.
+    pub token: Option<Arc<auth::BearerToken>>,
     /// The health model, serialised per request ([`Status::from_health`]).
     pub status: crate::pipeline::health::HealthReceiver,
 }
@@ -121,6 +128,21 @@ fn plain(status: StatusCode, text: String) -> Response<Body> {
 }
 
 fn handle(req: Request<Incoming>, state: &ApiState, kill: Arc<Notify>) -> Response<Body> {
+    if let Some(token) = &state.token
+        && !token.allows(req.headers())
+    {
+        let mut resp = plain(
+            StatusCode::UNAUTHORIZED,
+            "this API requires a bearer token (api.token_file): send `Authorization: Bearer \
+             <token>` (sonde status reads api.token_file, or --token-file)"
+                .into(),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"sonde\""),
+        );
+        return resp;
+    }
     let path = req.uri().path();
     let known = matches!(path, "/v1/events" | "/v1/status");
     if !known {

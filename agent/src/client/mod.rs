@@ -29,6 +29,8 @@ pub enum StatusFormat {
 #[derive(Clone, Debug)]
 pub struct StatusOptions {
     pub api: SocketAddr,
+    /// The bearer token to send (the agent's `api.token_file`), if it needs one.
+    pub token: Option<String>,
     pub watch: bool,
     pub format: StatusFormat,
     /// Redraw in place (ANSI clear) with --watch.
@@ -119,13 +121,17 @@ impl ClientError {
 }
 
 /// One `GET /v1/status`: the raw document.
-pub async fn fetch_raw(addr: SocketAddr, timeout: Duration) -> Result<Bytes, ClientError> {
-    tokio::time::timeout(timeout, fetch_inner(addr))
+pub async fn fetch_raw(
+    addr: SocketAddr,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Bytes, ClientError> {
+    tokio::time::timeout(timeout, fetch_inner(addr, token))
         .await
         .map_err(|_| ClientError::Timeout { addr, timeout })?
 }
 
-async fn fetch_inner(addr: SocketAddr) -> Result<Bytes, ClientError> {
+async fn fetch_inner(addr: SocketAddr, token: Option<&str>) -> Result<Bytes, ClientError> {
     let http = |e: Box<dyn std::error::Error + Send + Sync>| ClientError::Http { addr, source: e };
     let stream = TcpStream::connect(addr)
         .await
@@ -134,9 +140,13 @@ async fn fetch_inner(addr: SocketAddr) -> Result<Bytes, ClientError> {
         .await
         .map_err(|e| http(e.into()))?;
     let conn = tokio::spawn(conn);
-    let req = Request::get("/v1/status")
+    let mut req = Request::get("/v1/status")
         .header(header::HOST, addr.to_string())
-        .header(header::ACCEPT, "application/json")
+        .header(header::ACCEPT, "application/json");
+    if let Some(token) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| http(e.into()))?;
     let resp = sender.send_request(req).await.map_err(|e| http(e.into()))?;
@@ -158,14 +168,18 @@ async fn fetch_inner(addr: SocketAddr) -> Result<Bytes, ClientError> {
 }
 
 /// One `GET /v1/status`, parsed.
-pub async fn fetch(addr: SocketAddr, timeout: Duration) -> Result<Status, ClientError> {
-    let raw = fetch_raw(addr, timeout).await?;
+pub async fn fetch(
+    addr: SocketAddr,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Status, ClientError> {
+    let raw = fetch_raw(addr, token, timeout).await?;
     serde_json::from_slice(&raw).map_err(|source| ClientError::Decode { addr, source })
 }
 
 /// Renders one refresh into `out`.
 async fn once(opts: &StatusOptions, out: &mut Vec<u8>) -> Result<(), ClientError> {
-    let raw = fetch_raw(opts.api, opts.timeout).await?;
+    let raw = fetch_raw(opts.api, opts.token.as_deref(), opts.timeout).await?;
     let decode = |source| ClientError::Decode {
         addr: opts.api,
         source,

@@ -161,6 +161,18 @@ impl Config {
             };
             return Err((key, "0 leaves no room for anything".into()));
         }
+        if self.api.enabled && !self.api.listen.ip().is_loopback() && self.api.token_file.is_none()
+        {
+            return Err((
+                "api.listen",
+                format!(
+                    "{} is reachable beyond this host, and the API shows every process's \
+                     arguments and connections: set api.token_file to a file holding a bearer \
+                     token (a mounted Secret), or listen on 127.0.0.1",
+                    self.api.listen
+                ),
+            ));
+        }
         if self.output.file.is_some() && self.output.rotate_size > 0 && self.output.rotate_keep == 0
         {
             return Err(("output.rotate_keep", "0: rotation needs at least 1".into()));
@@ -172,7 +184,13 @@ impl Config {
 /// `SONDE_*` variables among `names` that are not configuration keys (likely misspelt), for a
 /// warning. The build and test tools' own variables are not counted.
 pub fn unknown_env_vars(names: impl Iterator<Item = OsString>) -> Vec<String> {
-    const OTHERS: &[&str] = &[CONFIG_ENV, "SONDE_BIN", "SONDE_TOOLS_DIR"];
+    const OTHERS: &[&str] = &[
+        CONFIG_ENV,
+        "SONDE_BIN",
+        "SONDE_TOOLS_DIR",
+        "SONDE_PYTHONPATH",
+        "SONDE_IMAGE",
+    ];
     names
         .filter_map(|n| n.into_string().ok())
         .filter(|n| n.starts_with("SONDE_") && !OTHERS.contains(&n.as_str()))

@@ -552,6 +552,12 @@ pub static KEYS: &[Key] = &[
         None,
         "A client of the API must send its request head within this, counted from connecting and again after each response (so it is also the keep-alive idle timeout; an event stream being read is never cut by it); else the connection is closed.",
     ),
+    nullable(key(
+        "api.token_file",
+        Kind::Path,
+        None,
+        "File holding the bearer token every API request must carry (`Authorization: Bearer …`), re-read when it changes; required when `api.listen` is not a loopback address (the event stream and status show every process's arguments). `/metrics` needs none.",
+    )),
     key(
         "events.max_subscribers",
         Kind::Int,
