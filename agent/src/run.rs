@@ -250,8 +250,17 @@ fn start_apiserver(
     if !config.enabled {
         return None;
     }
-    if config.kubeconfig.is_none() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
-        tracing::info!("apiserver metadata off: no kubernetes.kubeconfig and not running in a pod");
+    if config.kubeconfig.is_none()
+        && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
+        && crate::kube::apiserver::config::node_kubeconfig(
+            crate::kube::apiserver::config::NODE_KUBECONFIGS,
+        )
+        .is_none()
+    {
+        tracing::info!(
+            "apiserver metadata off: no kubernetes.kubeconfig, not running in a pod, and no \
+             kubelet kubeconfig on this host"
+        );
         return None;
     }
     let node = match &opts.node_name {
