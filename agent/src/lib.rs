@@ -18,6 +18,7 @@ pub mod capture;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod diagnose;
 pub mod enrich;
 pub mod event;
 pub mod export;

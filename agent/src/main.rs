@@ -42,6 +42,22 @@ enum Command {
     Config(ConfigCommand),
     /// Show a running agent's health and per-container / per-service table (GET /v1/status).
     Status(StatusArgs),
+    /// Check this node for everything `sonde run` needs (kernel, privileges, cgroups, kubelet,
+    /// ports): PASS / WARN / FAIL with the fix; exit code 1 on any FAIL.
+    Diagnose(DiagnoseArgs),
+}
+
+#[derive(Args)]
+struct DiagnoseArgs {
+    /// Print the checks as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The configuration `sonde run` would read (file and `--set`).
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The flags of `sonde run` (its `--output` is `--event-output` here).
+    #[command(flatten)]
+    keys: KeyFlags<ShowKeys>,
 }
 
 #[derive(Args)]
@@ -164,6 +180,41 @@ fn main() -> ExitCode {
         },
         Command::Config(ConfigCommand::Reference) => print(&config::show::reference()),
         Command::Status(args) => status_command(args),
+        Command::Diagnose(args) => match args.config.load(&cli, &args.keys) {
+            Ok(loaded) => diagnose_command(args, &loaded),
+            Err(err) => config_error(&err),
+        },
+    }
+}
+
+fn diagnose_command(args: &DiagnoseArgs, loaded: &Loaded) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("sonde: cannot start the async runtime: {err}");
+            return ExitCode::from(70);
+        }
+    };
+    let report = runtime.block_on(sonde::diagnose::run(&loaded.config));
+    let text = if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => json + "\n",
+            Err(err) => {
+                eprintln!("sonde: cannot encode the report: {err}");
+                return ExitCode::from(70);
+            }
+        }
+    } else {
+        report.text()
+    };
+    let printed = print(&text);
+    if report.failed() {
+        ExitCode::from(1)
+    } else {
+        printed
     }
 }
 

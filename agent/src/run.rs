@@ -88,7 +88,7 @@ impl RunOptions {
 
 /// The kubelet source's configuration, or `None` when it is off: `kubelet.enabled`, else on
 /// when `kubelet.url` is set or the host looks like a Kubernetes node.
-fn kubelet_options(config: &Config) -> Option<KubeletConfig> {
+pub(crate) fn kubelet_options(config: &Config) -> Option<KubeletConfig> {
     let kubelet = &config.kubelet;
     let enabled = match kubelet.enabled {
         Some(on) => on,

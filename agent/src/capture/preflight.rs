@@ -13,7 +13,7 @@ pub enum PreflightError {
     #[error(
         "Sonde needs root, or the capabilities CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), to \
          load its eBPF programs; this process runs as uid {uid} with {caps}. Fix: run it as root \
-         (`sudo sonde run`); in Kubernetes run the DaemonSet with securityContext.privileged: true"
+         (`sudo sonde run`); in Kubernetes use the DaemonSet of manifests/ (it adds BPF, PERFMON, SYS_ADMIN, …)"
     )]
     NotPrivileged { uid: u32, caps: String },
     #[error("the kernel refused the bpf() system call: {reason}. Fix: {fix}")]

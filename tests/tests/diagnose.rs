@@ -1,0 +1,143 @@
+//! `sonde diagnose` against the real kernel and the test kubelet: this machine passes every
+//! kernel, privilege and node check (each probe's tracepoint found); a missing BTF file and a
+//! kubelet that refuses the token or the RBAC rule are FAILs naming the cause and the fix, and
+//! the exit code is 1 then; `--json` is the same report. (Other agents may run on the kernel at
+//! the same time: `cargo xtask test` allows it, which the one-agent check reports as a WARN.)
+
+use std::process::Command;
+
+use serde_json::Value;
+use sonde_tests::{
+    agent::sonde_bin,
+    kube_standin::{Fault, KubeletStandin},
+};
+
+fn diagnose(args: &[&str]) -> (Option<i32>, Value) {
+    let out = Command::new(sonde_bin())
+        .args(["diagnose", "--json"])
+        .args(args)
+        .output()
+        .expect("sonde diagnose");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+fn check<'a>(report: &'a Value, area: &str, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["area"] == area && c["name"] == name)
+        .unwrap_or_else(|| panic!("no {area}/{name} check in {report:#}"))
+}
+
+#[test]
+fn this_machine_passes_the_kernel_privilege_and_node_checks() {
+    sonde_tests::require_root();
+    let (code, report) = diagnose(&[
+        "--kubelet-enabled",
+        "false",
+        "--metrics-listen",
+        "off",
+        "--api-listen",
+        "off",
+    ]);
+    assert_eq!(code, Some(0), "{report:#}");
+    for c in report["checks"].as_array().expect("checks") {
+        if ["kernel", "privileges", "node"].contains(&c["area"].as_str().unwrap_or_default()) {
+            // Agents of other tests may share the kernel (allowed under `cargo xtask test`).
+            let shared = c["name"] == "one agent per node" && c["verdict"] == "WARN";
+            assert!(c["verdict"] == "PASS" || shared, "{c}");
+        }
+    }
+    let probes = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| {
+            c["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("tracepoint/"))
+        })
+        .count();
+    assert!(probes >= 7, "every probe's hook is checked: {report:#}");
+    assert_eq!(check(&report, "node", "cgroup layout")["verdict"], "PASS");
+}
+
+#[test]
+fn a_missing_btf_file_fails_with_the_fix() {
+    sonde_tests::require_root();
+    let (code, report) = diagnose(&[
+        "--kubelet-enabled",
+        "false",
+        "--btf-path",
+        "/nonexistent/vmlinux",
+    ]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let btf = check(&report, "kernel", "BTF");
+    assert_eq!(btf["verdict"], "FAIL");
+    assert!(
+        btf["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/nonexistent/vmlinux")
+    );
+    assert!(
+        btf["fix"].as_str().unwrap_or_default().contains("BTFHub"),
+        "{btf}"
+    );
+}
+
+fn kubelet_check(standin: &KubeletStandin) -> (Option<i32>, Value) {
+    let url = standin.url();
+    let ca = standin.ca_file().display().to_string();
+    let token = standin.token_file().display().to_string();
+    let (code, report) = diagnose(&[
+        "--node-name",
+        "datagen-1-35",
+        "--kubelet-url",
+        &url,
+        "--kubelet-ca-file",
+        &ca,
+        "--kubelet-token-file",
+        &token,
+    ]);
+    (code, check(&report, "kubelet", "GET /pods").clone())
+}
+
+#[test]
+fn the_kubelet_check_names_what_the_kubelet_refused() {
+    sonde_tests::require_root();
+    let standin = KubeletStandin::start();
+    let (code, ok) = kubelet_check(&standin);
+    assert_eq!(ok["verdict"], "PASS", "{ok}");
+    assert_eq!(code, Some(0), "{ok}");
+
+    standin.set_fault(Fault::Forbidden);
+    let (code, forbidden) = kubelet_check(&standin);
+    assert_eq!(code, Some(1));
+    assert_eq!(forbidden["verdict"], "FAIL");
+    assert!(
+        forbidden["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nodes/proxy"),
+        "the missing RBAC rule is named: {forbidden}"
+    );
+
+    standin.set_fault(Fault::None);
+    standin.set_valid_tokens(&["a-token-the-agent-does-not-have"]);
+    let (code, unauthorized) = kubelet_check(&standin);
+    assert_eq!(code, Some(1));
+    let detail = unauthorized["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("401") && detail.contains(&standin.token_file().display().to_string()),
+        "the token file is named: {unauthorized}"
+    );
+}
