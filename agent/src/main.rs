@@ -421,7 +421,7 @@ mod tests {
             "--metrics-listen",
             "0.0.0.0:1",
             "--api-listen",
-            "0.0.0.0:2",
+            "127.0.0.2:2",
             "--output-rotate-size",
             "1MiB",
             "--output-rotate-keep",
