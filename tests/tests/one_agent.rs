@@ -33,6 +33,28 @@ fn stderr_of(child: Child) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Waits until `child` logs "capture running" and is still running (its stderr is read).
+#[track_caller]
+fn wait_capturing(child: &mut Child, what: &str) {
+    let log = Arc::new(Mutex::new(String::new()));
+    let pipe = child.stderr.take().expect("stderr");
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    poll_until(what, Duration::from_secs(30), || {
+        let text = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match child.try_wait() {
+            Ok(None) if text.contains("capture running") => Ok(()),
+            state => Err(format!("{state:?}\n{text}")),
+        }
+    });
+}
+
 #[test]
 fn a_second_agent_refuses_and_of_two_started_together_one_stays() {
     // A running agent (it may share; what matters is that its programs are loaded).
@@ -74,27 +96,13 @@ fn a_second_agent_refuses_and_of_two_started_together_one_stays() {
     assert_eq!(loser.code(), Some(75), "{stderr}");
     assert!(stderr.contains("another Sonde already runs"), "{stderr}");
     // The other one runs on: it reaches "capture running" (its log) and is still there.
-    let log = Arc::new(Mutex::new(String::new()));
-    let pipe = winner.stderr.take().expect("stderr");
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
-    poll_until(
-        "the remaining agent to capture",
-        Duration::from_secs(30),
-        || {
-            let text = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            match winner.try_wait() {
-                Ok(None) if text.contains("capture running") => Ok(()),
-                state => Err(format!("{state:?}\n{text}")),
-            }
-        },
-    );
+    wait_capturing(&mut winner, "the remaining agent to capture");
+    // Killed and restarted at once (a crash and a restart): the dead agent's programs linger
+    // for a moment without a holder, and must not make the new one refuse.
     let _ = winner.kill();
     let _ = winner.wait();
+    let mut restarted = spawn_exclusive();
+    wait_capturing(&mut restarted, "the restarted agent to capture");
+    let _ = restarted.kill();
+    let _ = restarted.wait();
 }
