@@ -146,13 +146,23 @@ impl ConfigArgs {
     /// `--set` first, then the dedicated flags (global and the subcommand's), as the top
     /// configuration layer.
     fn load<S>(&self, cli: &Cli, keys: &KeyFlags<S>) -> Result<Loaded, ConfigError> {
+        let mut o = self.overrides();
+        cli.log.add_to(&mut o);
+        keys.add_to(&mut o);
+        Config::load(&ConfigFile::new(self.config.clone()), &o)
+    }
+
+    /// The file and `--set` alone (commands without the dedicated flags of `sonde run`).
+    fn load_file_and_set(&self) -> Result<Loaded, ConfigError> {
+        Config::load(&ConfigFile::new(self.config.clone()), &self.overrides())
+    }
+
+    fn overrides(&self) -> Overrides {
         let mut o = Overrides::default();
         for arg in &self.set {
             o.set(arg.clone());
         }
-        cli.log.add_to(&mut o);
-        keys.add_to(&mut o);
-        Config::load(&ConfigFile::new(self.config.clone()), &o)
+        o
     }
 }
 
@@ -187,16 +197,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn diagnose_command(args: &DiagnoseArgs, loaded: &Loaded) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// The single-threaded runtime of the client commands (`status`, `diagnose`).
+fn client_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
+        .map_err(|err| {
             eprintln!("sonde: cannot start the async runtime: {err}");
-            return ExitCode::from(70);
-        }
+            ExitCode::from(70)
+        })
+}
+
+fn diagnose_command(args: &DiagnoseArgs, loaded: &Loaded) -> ExitCode {
+    let runtime = match client_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
     };
     let report = runtime.block_on(sonde::diagnose::run(&loaded.config));
     let text = if args.json {
@@ -219,11 +234,7 @@ fn diagnose_command(args: &DiagnoseArgs, loaded: &Loaded) -> ExitCode {
 }
 
 fn status_command(args: &StatusArgs) -> ExitCode {
-    let mut o = Overrides::default();
-    for arg in &args.config.set {
-        o.set(arg.clone());
-    }
-    let loaded = match Config::load(&ConfigFile::new(args.config.config.clone()), &o) {
+    let loaded = match args.config.load_file_and_set() {
         Ok(loaded) => loaded,
         Err(err) => return config_error(&err),
     };
@@ -254,15 +265,9 @@ fn status_command(args: &StatusArgs) -> ExitCode {
         clear: args.watch && std::io::stdout().is_terminal(),
         timeout: args.timeout,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match client_runtime() {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("sonde: cannot start the async runtime: {err}");
-            return ExitCode::from(70);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(client::run(opts, &mut std::io::stdout())) {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,42 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The agent binary: `SONDE_BIN` (set by `cargo xtask test`), else next to the test binary's
 /// target directory.
+/// Appends every line `pipe` yields to `text` (a child's stderr, read while it runs) until it
+/// closes.
+pub fn collect_text(pipe: impl Read + Send + 'static, text: Arc<Mutex<String>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = String::new();
+        let mut reader = BufReader::new(pipe);
+        loop {
+            buf.clear();
+            match reader.read_line(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => text
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&buf),
+            }
+        }
+    })
+}
+
+/// `sonde config show --output json --config FILE`, which must accept the file.
+#[track_caller]
+pub fn config_show(file: &Path) -> Value {
+    let out = Command::new(sonde_bin())
+        .args(["config", "show", "--output", "json", "--config"])
+        .arg(file)
+        .output()
+        .expect("sonde config show");
+    assert!(
+        out.status.success(),
+        "{} rejected: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sonde config show prints JSON")
+}
+
 pub fn sonde_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("SONDE_BIN") {
         return PathBuf::from(bin);
@@ -212,18 +248,7 @@ impl Agent {
                 ev.push(value);
             }
         });
-        let se = Arc::clone(&stderr);
-        let err_reader = std::thread::spawn(move || {
-            let mut buf = String::new();
-            let mut reader = BufReader::new(err_pipe);
-            loop {
-                buf.clear();
-                match reader.read_line(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => se.lock().expect("lock").push_str(&buf),
-                }
-            }
-        });
+        let err_reader = collect_text(err_pipe, Arc::clone(&stderr));
 
         let mut agent = Agent {
             child,

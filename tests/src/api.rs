@@ -90,18 +90,24 @@ fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
 /// Status code and whole body of a GET.
 pub fn get(addr: SocketAddr, target: &str) -> (u16, String) {
     let (code, headers, mut reader) = request(addr, target);
+    let body = read_body(&headers, &mut reader);
+    (code, body)
+}
+
+/// The whole body: chunked, or up to the end of the connection.
+fn read_body(headers: &[(String, String)], reader: &mut BufReader<TcpStream>) -> String {
     let mut body = Vec::new();
-    if header(&headers, "transfer-encoding") == Some("chunked") {
-        while let Some(c) = read_chunk(&mut reader) {
+    if header(headers, "transfer-encoding") == Some("chunked") {
+        while let Some(c) = read_chunk(reader) {
             body.extend_from_slice(&c);
         }
     } else {
         reader.read_to_end(&mut body).expect("body");
     }
-    (code, String::from_utf8_lossy(&body).into_owned())
+    String::from_utf8_lossy(&body).into_owned()
 }
 
-/// Status code, headers and whole (non-chunked) body of a GET sending `Authorization: Bearer
+/// Status code, headers and whole body of a GET sending `Authorization: Bearer
 /// <token>`.
 pub fn get_with_token(
     addr: SocketAddr,
@@ -110,15 +116,8 @@ pub fn get_with_token(
 ) -> (u16, Vec<(String, String)>, String) {
     let (code, headers, mut reader) =
         request_with(addr, target, &format!("Authorization: Bearer {token}\r\n"));
-    let mut body = Vec::new();
-    if header(&headers, "transfer-encoding") == Some("chunked") {
-        while let Some(c) = read_chunk(&mut reader) {
-            body.extend_from_slice(&c);
-        }
-    } else {
-        reader.read_to_end(&mut body).expect("body");
-    }
-    (code, headers, String::from_utf8_lossy(&body).into_owned())
+    let body = read_body(&headers, &mut reader);
+    (code, headers, body)
 }
 
 /// `GET /v1/status`, parsed.

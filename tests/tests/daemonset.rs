@@ -15,6 +15,7 @@ use std::{
 
 use serde_json::{Value, json};
 use sonde_tests::{
+    agent::collect_text,
     api,
     cgroup::TestCgroup,
     events::EventLog,
@@ -291,15 +292,10 @@ fn the_daemonsets_pod_runs_from_the_image_captures_and_stops_on_sigterm() {
         }
     });
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let log_sink = std::sync::Arc::clone(&log);
-    let stderr = runc.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut text = log_sink.lock().unwrap_or_else(|e| e.into_inner());
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
+    collect_text(
+        runc.stderr.take().expect("stderr"),
+        std::sync::Arc::clone(&log),
+    );
     let logs = || log.lock().unwrap_or_else(|e| e.into_inner()).clone();
 
     // Ready, as the readiness probe sees it (the pod's port, from its own namespace).

@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 use sonde_tests::{
     agent::sonde_bin,
-    kube_standin::{Fault, KubeletStandin},
+    kube_standin::{Fault, KubeletStandin, apiserver::FIXTURE_NODE},
 };
 
 fn diagnose(args: &[&str]) -> (Option<i32>, Value) {
@@ -95,19 +95,10 @@ fn a_missing_btf_file_fails_with_the_fix() {
 }
 
 fn kubelet_check(standin: &KubeletStandin) -> (Option<i32>, Value) {
-    let url = standin.url();
-    let ca = standin.ca_file().display().to_string();
-    let token = standin.token_file().display().to_string();
-    let (code, report) = diagnose(&[
-        "--node-name",
-        "datagen-1-35",
-        "--kubelet-url",
-        &url,
-        "--kubelet-ca-file",
-        &ca,
-        "--kubelet-token-file",
-        &token,
-    ]);
+    let mut args = vec!["--node-name".to_string(), FIXTURE_NODE.into()];
+    args.extend(standin.agent_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, report) = diagnose(&args);
     (code, check(&report, "kubelet", "GET /pods").clone())
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sonde_tests::{
     agent::Agent,
     api,
-    kube_standin::{KubeletStandin, kubelet::Fault},
+    kube_standin::{KubeletStandin, apiserver::FIXTURE_NODE, kubelet::Fault},
     poll::poll_until,
 };
 
@@ -16,16 +16,9 @@ use sonde_tests::{
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
 fn kubelet_flags(standin: &KubeletStandin) -> Vec<String> {
-    vec![
-        "--node-name".into(),
-        "datagen-1-35".into(),
-        "--kubelet-url".into(),
-        standin.url(),
-        "--kubelet-ca-file".into(),
-        standin.ca_file().display().to_string(),
-        "--kubelet-token-file".into(),
-        standin.token_file().display().to_string(),
-    ]
+    let mut flags = vec!["--node-name".into(), FIXTURE_NODE.into()];
+    flags.extend(standin.agent_flags());
+    flags
 }
 
 fn start(flags: &[String]) -> Agent {

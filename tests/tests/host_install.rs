@@ -5,7 +5,10 @@
 
 use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
-use sonde_tests::{agent::sonde_bin, yaml};
+use sonde_tests::{
+    agent::{config_show, sonde_bin},
+    yaml,
+};
 
 fn host(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -102,16 +105,6 @@ fn the_unit_and_the_daemonset_grant_the_same_capabilities() {
 
 #[test]
 fn the_host_configuration_is_accepted() {
-    let out = Command::new(sonde_bin())
-        .args(["config", "show", "--output", "json", "--config"])
-        .arg(host("sonde.yaml"))
-        .output()
-        .expect("sonde config show");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = config_show(&host("sonde.yaml")).to_string();
     assert!(text.contains("/var/log/sonde/events.ndjson"), "{text}");
 }

@@ -102,17 +102,6 @@ fn exec_loop(pod: &FixturePod, top: &str) -> Bundle {
     )
 }
 
-fn kubelet_flags(standin: &KubeletStandin) -> Vec<String> {
-    vec![
-        "--kubelet-url".into(),
-        standin.url(),
-        "--kubelet-ca-file".into(),
-        standin.ca_file().display().to_string(),
-        "--kubelet-token-file".into(),
-        standin.token_file().display().to_string(),
-    ]
-}
-
 fn execs_of<'a>(events: &'a [Value], container_id: &str) -> Vec<&'a Value> {
     events
         .iter()
@@ -139,7 +128,7 @@ fn container_events_carry_namespace_pod_container_image_and_workload() {
         ),
         (fixture_pod("etcd-datagen-1-35"), "", ""),
     ];
-    let mut flags = kubelet_flags(&standin);
+    let mut flags = standin.agent_flags();
     // Allow-listed pod labels: only these keys are shown, and only those the pod has.
     flags.extend([
         "--set".into(),
@@ -206,7 +195,7 @@ fn a_kubelet_that_comes_up_late_tags_the_same_containers_within_2_s() {
     standin.stop_serving();
     let top = format!("sonde-test-{}", unique_id("klate"));
     let pod = fixture_pod("e2e-deployment-79967c5968-8bnn8");
-    let flags = kubelet_flags(&standin);
+    let flags = standin.agent_flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut agent = Agent::start(&flags);
     let metrics = agent.metrics_addr();

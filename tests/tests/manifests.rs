@@ -220,18 +220,7 @@ fn the_daemonset_has_what_a_production_node_needs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("sonde.yaml");
     std::fs::write(&file, config).expect("write config");
-    let out = Command::new(sonde_tests::agent::sonde_bin())
-        .args(["config", "show", "--output", "json", "--config"])
-        .arg(&file)
-        .output()
-        .expect("sonde config show");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let text = shown.to_string();
+    let text = sonde_tests::agent::config_show(&file).to_string();
     assert!(
         text.contains("/host") && text.contains("0.0.0.0:9464"),
         "{text}"

@@ -4,14 +4,13 @@
 //! kernel; these turn the check back on with the flag, which beats the environment.)
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use sonde_tests::{
-    agent::{Agent, sonde_bin},
+    agent::{Agent, collect_text, sonde_bin},
     poll::poll_until,
 };
 
@@ -37,15 +36,7 @@ fn stderr_of(child: Child) -> String {
 #[track_caller]
 fn wait_capturing(child: &mut Child, what: &str) {
     let log = Arc::new(Mutex::new(String::new()));
-    let pipe = child.stderr.take().expect("stderr");
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
+    collect_text(child.stderr.take().expect("stderr"), Arc::clone(&log));
     poll_until(what, Duration::from_secs(30), || {
         let text = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match child.try_wait() {

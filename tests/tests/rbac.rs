@@ -48,23 +48,15 @@ impl Cluster {
     }
 
     fn agent(&self, extra: &[&str]) -> Agent {
-        let kubeconfig = self.apiserver.kubeconfig().display().to_string();
-        let url = self.kubelet.url();
-        let ca = self.kubelet.ca_file().display().to_string();
-        let token = self.kubelet.token_file().display().to_string();
         let mut args = vec![
-            "--kubeconfig",
-            kubeconfig.as_str(),
-            "--node-name",
-            FIXTURE_NODE,
-            "--kubelet-url",
-            url.as_str(),
-            "--kubelet-ca-file",
-            ca.as_str(),
-            "--kubelet-token-file",
-            token.as_str(),
+            "--kubeconfig".to_string(),
+            self.apiserver.kubeconfig().display().to_string(),
+            "--node-name".into(),
+            FIXTURE_NODE.into(),
         ];
-        args.extend_from_slice(extra);
+        args.extend(self.kubelet.agent_flags());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Agent::start(&args)
     }
 

@@ -10,7 +10,12 @@
 //! monotonically, so the agent whose programs were loaded first keeps running and the other
 //! stops.
 
-use std::{collections::BTreeSet, fs, path::Path};
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 /// The prefix of every program of ours (kernel program names are cut at 15 characters).
 pub const PROGRAM_PREFIX: &str = "sonde_";
@@ -64,6 +69,34 @@ pub fn sonde_programs(ours: &BTreeSet<u32>) -> Result<Vec<u32>, aya::programs::P
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// How long programs with no holder process may linger before they count as another agent's:
+/// an agent that just exited leaves its programs for a moment (the kernel releases them after
+/// its perf events, asynchronously), and a restart must not be refused for that.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(3);
+
+/// Another agent on this kernel: Sonde programs other than `ours` with an id below `below`
+/// (0: any), held by a process, or still there after [`ORPHAN_GRACE`] without one.
+pub fn other_agent(
+    ours: &BTreeSet<u32>,
+    below: u32,
+) -> Result<Option<OtherAgent>, aya::programs::ProgramError> {
+    let started = Instant::now();
+    loop {
+        let earlier: Vec<u32> = sonde_programs(ours)?
+            .into_iter()
+            .filter(|&id| below == 0 || id < below)
+            .collect();
+        if earlier.is_empty() {
+            return Ok(None);
+        }
+        let other = describe(Path::new("/proc"), earlier);
+        if other.pid.is_some() || started.elapsed() >= ORPHAN_GRACE {
+            return Ok(Some(other));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The other agent holding `ids`, as far as `/proc` (under `proc`) tells.

@@ -132,40 +132,21 @@ impl CaptureError {
     }
 }
 
-/// How long programs with no holder process may linger before they count as another agent's:
-/// an agent that just exited leaves its programs for a moment (the kernel releases them after
-/// its perf events, asynchronously), and a restart must not be refused for that.
-const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Fails when Sonde programs other than `ours` with an id below `below` are loaded (0: any
-/// other) and a process holds them, or they outlive [`ORPHAN_GRACE`] without one. A kernel
-/// that refuses the listing is logged and let through (degraded, with the reason).
+/// Fails when [`exclusive::other_agent`] finds another agent (programs other than `ours`, with
+/// an id below `below`; 0: any). A kernel that refuses the listing is logged and let through
+/// (degraded, with the reason).
 fn refuse_another_agent(ours: &BTreeSet<u32>, below: u32) -> Result<(), CaptureError> {
-    let started = std::time::Instant::now();
-    loop {
-        let others = match exclusive::sonde_programs(ours) {
-            Ok(others) => others,
-            Err(err) => {
-                tracing::warn!(
-                    %err,
-                    "cannot list the kernel's BPF programs (needs CAP_SYS_ADMIN), so a second \
-                     Sonde on this node would not be noticed"
-                );
-                return Ok(());
-            }
-        };
-        let earlier: Vec<u32> = others
-            .into_iter()
-            .filter(|&id| below == 0 || id < below)
-            .collect();
-        if earlier.is_empty() {
-            return Ok(());
+    match exclusive::other_agent(ours, below) {
+        Ok(None) => Ok(()),
+        Ok(Some(other)) => Err(CaptureError::AnotherAgent(other)),
+        Err(err) => {
+            tracing::warn!(
+                %err,
+                "cannot list the kernel's BPF programs (needs CAP_SYS_ADMIN), so a second Sonde \
+                 on this node would not be noticed"
+            );
+            Ok(())
         }
-        let other = exclusive::describe(std::path::Path::new("/proc"), earlier);
-        if other.pid.is_some() || started.elapsed() >= ORPHAN_GRACE {
-            return Err(CaptureError::AnotherAgent(other));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -275,31 +275,27 @@ fn privileges(config: &Config, checks: &mut Vec<Check>) {
             "see the message",
         ),
     });
-    checks.push(match exclusive::sonde_programs(&Default::default()) {
-        Ok(others) if others.is_empty() => pass(
+    checks.push(match exclusive::other_agent(&Default::default(), 0) {
+        Ok(None) => pass(
             AREA,
             "one agent per node",
             "no other Sonde runs on this kernel",
         ),
-        Ok(others) if config.capture.allow_other_agents => not_pass(
+        Ok(Some(other)) if config.capture.allow_other_agents => not_pass(
             Verdict::Warn,
             AREA,
             "one agent per node",
             format!(
-                "another Sonde runs on this kernel ({}); capture.allow_other_agents lets a \
-                 second one start, and both count every event",
-                exclusive::describe(Path::new("/proc"), others)
+                "another Sonde runs on this kernel ({other}); capture.allow_other_agents lets a \
+                 second one start, and both count every event"
             ),
             "keep one agent per node",
         ),
-        Ok(others) => not_pass(
+        Ok(Some(other)) => not_pass(
             Verdict::Fail,
             AREA,
             "one agent per node",
-            format!(
-                "another Sonde runs on this kernel ({}): sonde run would refuse to start",
-                exclusive::describe(Path::new("/proc"), others)
-            ),
+            format!("another Sonde runs on this kernel ({other}): sonde run would refuse to start"),
             "stop it, or keep it and do not start a second one",
         ),
         Err(err) => not_pass(

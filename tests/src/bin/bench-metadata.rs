@@ -77,18 +77,13 @@ fn main() -> ExitCode {
         );
     }
     let kubeconfig = apiserver.kubeconfig();
-    let flags = [
+    let mut flags = vec![
         "--kubeconfig".to_string(),
         kubeconfig.display().to_string(),
         "--node-name".into(),
         FIXTURE_NODE.into(),
-        "--kubelet-url".to_string(),
-        standin.url(),
-        "--kubelet-ca-file".into(),
-        standin.ca_file().display().to_string(),
-        "--kubelet-token-file".into(),
-        standin.token_file().display().to_string(),
     ];
+    flags.extend(standin.agent_flags());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let result = measure(&["--kubelet-enabled", "false"], || true).and_then(|bare| {
         let served = standin.pods_requests();

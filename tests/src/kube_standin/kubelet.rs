@@ -150,6 +150,18 @@ impl KubeletStandin {
         standin
     }
 
+    /// The `sonde run` flags that point the agent at this kubelet: URL, CA file, token file.
+    pub fn agent_flags(&self) -> Vec<String> {
+        vec![
+            "--kubelet-url".into(),
+            self.url(),
+            "--kubelet-ca-file".into(),
+            self.ca_file().display().to_string(),
+            "--kubelet-token-file".into(),
+            self.token_file().display().to_string(),
+        ]
+    }
+
     /// Base URL, e.g. `https://127.0.0.1:40123`.
     pub fn url(&self) -> String {
         self.url.clone()
