@@ -104,6 +104,7 @@ fn measure(label: &str, query: &str, matching_every: u64) {
                 &opts,
                 &events,
                 ApiState {
+                    tls: None,
                     stream: handle,
                     token: None,
                     status: status_rx,

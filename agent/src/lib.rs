@@ -9,6 +9,7 @@
 //! - [`kube`]: Kubernetes metadata (kubelet client, apiserver watches, pod store, remote index);
 //! - [`http`]: the one HTTP server (cap, timeouts, bodies) that `/metrics` and the API use;
 //! - [`api`] / [`client`]: the HTTP API (`/v1/events`, `/v1/status`) and `sonde status`;
+//! - [`tls`]: PEM files, the crypto provider, the API's reloading serving certificate;
 //! - [`config`]: one configuration model (defaults < file < env < flags);
 //! - [`run`]: the `sonde run` pipeline tying them together.
 
@@ -29,4 +30,5 @@ pub mod memory;
 pub mod node;
 pub mod pipeline;
 pub mod run;
+pub mod tls;
 pub mod units;

@@ -69,8 +69,16 @@ struct StatusArgs {
     /// The API's bearer token file. Default: the api.token_file of that configuration.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// The configuration file and `--set` overrides, read for api.listen and api.token_file
-    /// as `sonde run` reads them.
+    /// The PEM CA that signed the agent's HTTPS certificate; turns HTTPS on. Default, when the
+    /// configuration sets api.tls_cert_file: that file (enough for a self-signed certificate,
+    /// or a chain file that holds its CA).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// The name the agent's certificate must carry. Default: the address's IP.
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// The configuration file and `--set` overrides, read for api.listen, api.token_file and
+    /// api.tls_cert_file as `sonde run` reads them.
     #[command(flatten)]
     config: ConfigArgs,
     /// Refresh every second (in place on a terminal).
@@ -257,9 +265,18 @@ fn status_command(args: &StatusArgs) -> ExitCode {
         }
         None => None,
     };
+    let tls = args
+        .ca_file
+        .clone()
+        .or_else(|| loaded.config.api.tls_cert_file.clone())
+        .map(|ca_file| client::ClientTls {
+            ca_file,
+            server_name: args.tls_server_name.clone(),
+        });
     let opts = StatusOptions {
         api,
         token,
+        tls,
         watch: args.watch,
         format: args.output,
         clear: args.watch && std::io::stdout().is_terminal(),

@@ -137,6 +137,8 @@ pub enum RunError {
     Reader(std::io::Error),
     #[error(transparent)]
     Token(#[from] api::auth::TokenError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::server::ServerTlsError),
 }
 
 impl RunError {
@@ -146,7 +148,7 @@ impl RunError {
             RunError::Node(_) => 69,
             RunError::Stats { .. } | RunError::OutputFile(_) => 73,
             RunError::Listen(_) => 75,
-            RunError::Token(_) => 78,
+            RunError::Token(_) | RunError::Tls(_) => 78,
             _ => 1,
         }
     }
@@ -299,6 +301,10 @@ pub async fn run(
         Some(path) => Some(Arc::new(api::auth::BearerToken::load(path)?)),
         None => None,
     };
+    let api_tls = match opts.api.as_ref().and_then(ApiConfig::tls_files) {
+        Some(files) => Some(crate::tls::server::ServerTls::load(files)?),
+        None => None,
+    };
     let api_listener = match &opts.api {
         Some(api) => Some(api::bind(api).await?),
         None => None,
@@ -405,6 +411,7 @@ pub async fn run(
             api,
             events,
             ApiState {
+                tls: api_tls,
                 stream: handle,
                 token: api_token,
                 status: health_rx.clone(),

@@ -20,8 +20,9 @@ const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
 /// libbpf-tools for the peer tracers (execsnoop, tcplife), iproute2 for `ss`/`ip`, prometheus
 /// for `promtool check metrics` and a real Prometheus server scraping the agent; and what
 /// `cargo xtask image` / `dist` build with: musl-tools (the static binary's C parts), binutils
-/// (objcopy: debug info to a separate file), umoci and skopeo (an OCI image with no registry).
-const PACKAGES: [&str; 9] = [
+/// (objcopy: debug info to a separate file), umoci and skopeo (an OCI image with no registry);
+/// curl, a real HTTPS client of the agent's API.
+const PACKAGES: [&str; 10] = [
     "runc",
     "busybox-static",
     "libbpf-tools",
@@ -31,6 +32,7 @@ const PACKAGES: [&str; 9] = [
     "binutils",
     "umoci",
     "skopeo",
+    "curl",
 ];
 
 /// The target of the self-contained binary (`cargo xtask image`, `dist`).

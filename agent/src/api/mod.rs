@@ -55,6 +55,10 @@ pub struct ApiConfig {
     /// A file holding the bearer token every request must carry ([`auth`]); required when
     /// `listen` is not a loopback address.
     pub token_file: Option<std::path::PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM) and [`Self::tls_key_file`]; `None`:
+    /// plain HTTP.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -64,16 +68,34 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             token_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
 
 impl ApiConfig {
+    /// The certificate and key to serve HTTPS with, when both are set (the configuration's
+    /// validation refuses one without the other).
+    pub fn tls_files(&self) -> Option<crate::tls::server::TlsFiles> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// The server's limits: those of /metrics, except the connection cap, which is
     /// `max_subscribers` plus the /metrics cap — streams hold their connection for as long as
     /// they read, and with a cap of only `max_subscribers` a full set of readers would leave
     /// no room for `/v1/status` or for answering the next reader `503`.
-    pub fn server_options(&self, events: &EventsConfig) -> ServerOptions {
+    pub fn server_options(
+        &self,
+        events: &EventsConfig,
+        tls: Option<crate::tls::server::ServerTls>,
+    ) -> ServerOptions {
         ServerOptions {
             max_connections: events
                 .max_subscribers
@@ -81,6 +103,7 @@ impl ApiConfig {
             header_timeout: self.header_timeout,
             close_grace: DROP_GRACE,
             send_buffer: Some(SEND_BUFFER),
+            tls,
             ..ServerOptions::new("api")
         }
     }
@@ -92,6 +115,8 @@ pub type ApiError = BindError;
 /// What the handlers read: the stream to subscribe to and the latest status snapshot.
 #[derive(Clone)]
 pub struct ApiState {
+    /// Serve HTTPS with it (`api.tls_cert_file`).
+    pub tls: Option<crate::tls::server::ServerTls>,
     pub stream: StreamHandle,
     /// When set, every request must carry this bearer token.
     pub token: Option<Arc<auth::BearerToken>>,
@@ -112,9 +137,14 @@ pub fn serve(
     state: ApiState,
 ) -> (JoinHandle<()>, Arc<ServerStats>) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "API listening (GET /v1/events, GET /v1/status)");
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, "API listening (GET /v1/events, GET /v1/status)");
     }
-    server::serve(listener, opts.server_options(events), state)
+    server::serve(
+        listener,
+        opts.server_options(events, state.tls.clone()),
+        state,
+    )
 }
 
 impl Handler for ApiState {

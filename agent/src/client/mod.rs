@@ -1,9 +1,9 @@
-//! `sonde status`: a client of the agent's `GET /v1/status` (plain HTTP/1.1 to loopback, hyper
-//! client) that prints a `kubectl get`-like table, or the JSON document.
+//! `sonde status`: a client of the agent's `GET /v1/status` (HTTP/1.1, hyper client; HTTPS when
+//! the agent serves it) that prints a `kubectl get`-like table, or the JSON document.
 
 pub mod table;
 
-use std::{io::Write, net::SocketAddr, time::Duration};
+use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
@@ -31,11 +31,22 @@ pub struct StatusOptions {
     pub api: SocketAddr,
     /// The bearer token to send (the agent's `api.token_file`), if it needs one.
     pub token: Option<String>,
+    /// Speak HTTPS (the agent's `api.tls_cert_file` is set).
+    pub tls: Option<ClientTls>,
     pub watch: bool,
     pub format: StatusFormat,
     /// Redraw in place (ANSI clear) with --watch.
     pub clear: bool,
     pub timeout: Duration,
+}
+
+/// How `sonde status` verifies an agent that serves HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM certificates trusted as issuers of the agent's certificate.
+    pub ca_file: PathBuf,
+    /// The name the certificate must carry; `None`: the address's IP.
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +62,24 @@ pub enum ClientError {
     )]
     Timeout { addr: SocketAddr, timeout: Duration },
     #[error(
-        "HTTP exchange with {addr} failed: {source}. Fix: is {addr} a Sonde agent's api.listen?"
+        "HTTP exchange with {addr} failed: {source}. Fix: is {addr} a Sonde agent's api.listen? \
+         An agent with api.tls_cert_file serves HTTPS: give its configuration (--config) or \
+         --ca-file"
     )]
     Http {
         addr: SocketAddr,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("TLS with the Sonde agent on {addr} failed: {detail}. Fix: {fix}")]
+    Tls {
+        addr: SocketAddr,
+        detail: String,
+        fix: String,
+    },
+    #[error(
+        "cannot use the CA file {0}. Fix: give --ca-file a PEM file with the CA that signed the agent's api.tls_cert_file"
+    )]
+    CaFile(crate::tls::PemError),
     #[error("{addr} answered {status} to GET /v1/status: {body}")]
     Refused {
         addr: SocketAddr,
@@ -124,19 +147,90 @@ impl ClientError {
 pub async fn fetch_raw(
     addr: SocketAddr,
     token: Option<&str>,
+    tls: Option<&ClientTls>,
     timeout: Duration,
 ) -> Result<Bytes, ClientError> {
-    tokio::time::timeout(timeout, fetch_inner(addr, token))
+    tokio::time::timeout(timeout, fetch_inner(addr, token, tls))
         .await
         .map_err(|_| ClientError::Timeout { addr, timeout })?
 }
 
-async fn fetch_inner(addr: SocketAddr, token: Option<&str>) -> Result<Bytes, ClientError> {
-    let http = |e: Box<dyn std::error::Error + Send + Sync>| ClientError::Http { addr, source: e };
+async fn fetch_inner(
+    addr: SocketAddr,
+    token: Option<&str>,
+    tls: Option<&ClientTls>,
+) -> Result<Bytes, ClientError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|source| ClientError::Connect { addr, source })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    match tls {
+        None => exchange(TokioIo::new(stream), addr, token).await,
+        Some(tls) => {
+            let stream = handshake(stream, addr, tls).await?;
+            exchange(TokioIo::new(stream), addr, token).await
+        }
+    }
+}
+
+async fn handshake(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: &ClientTls,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    use rustls::pki_types::ServerName;
+    let roots = crate::tls::load_roots(&tls.ca_file).map_err(ClientError::CaFile)?;
+    let fail = |detail: String, fix: &str| ClientError::Tls {
+        addr,
+        detail,
+        fix: fix.to_string(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string(), "report this"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = match &tls.server_name {
+        Some(name) => ServerName::try_from(name.clone()).map_err(|e| {
+            fail(
+                format!("{name} is not a TLS name ({e})"),
+                "fix --tls-server-name",
+            )
+        })?,
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|err| {
+            use rustls::{CertificateError as C, Error as E};
+            let tls = err.get_ref().and_then(|e| e.downcast_ref::<E>());
+            let fix = match tls {
+                Some(E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
+                    "the agent's certificate does not name this address: add it to the \
+                     certificate's SANs, or give the name it carries with --tls-server-name"
+                }
+                Some(E::InvalidCertificate(C::UnknownIssuer)) => {
+                    "give --ca-file the CA that signed the agent's api.tls_cert_file"
+                }
+                Some(E::InvalidCertificate(
+                    C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+                )) => "renew the agent's certificate (api.tls_cert_file; it is re-read when it changes)",
+                Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) | None => {
+                    "check that the agent serves HTTPS on this address (api.tls_cert_file is set \
+                     in its configuration)"
+                }
+                Some(_) => "check the agent's certificate and logs",
+            };
+            fail(err.to_string(), fix)
+        })
+}
+
+async fn exchange<I>(io: I, addr: SocketAddr, token: Option<&str>) -> Result<Bytes, ClientError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let http = |e: Box<dyn std::error::Error + Send + Sync>| ClientError::Http { addr, source: e };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| http(e.into()))?;
     let conn = tokio::spawn(conn);
@@ -171,15 +265,22 @@ async fn fetch_inner(addr: SocketAddr, token: Option<&str>) -> Result<Bytes, Cli
 pub async fn fetch(
     addr: SocketAddr,
     token: Option<&str>,
+    tls: Option<&ClientTls>,
     timeout: Duration,
 ) -> Result<Status, ClientError> {
-    let raw = fetch_raw(addr, token, timeout).await?;
+    let raw = fetch_raw(addr, token, tls, timeout).await?;
     serde_json::from_slice(&raw).map_err(|source| ClientError::Decode { addr, source })
 }
 
 /// Renders one refresh into `out`.
 async fn once(opts: &StatusOptions, out: &mut Vec<u8>) -> Result<(), ClientError> {
-    let raw = fetch_raw(opts.api, opts.token.as_deref(), opts.timeout).await?;
+    let raw = fetch_raw(
+        opts.api,
+        opts.token.as_deref(),
+        opts.tls.as_ref(),
+        opts.timeout,
+    )
+    .await?;
     let decode = |source| ClientError::Decode {
         addr: opts.api,
         source,

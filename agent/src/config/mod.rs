@@ -173,6 +173,22 @@ impl Config {
                 ),
             ));
         }
+        match (&self.api.tls_cert_file, &self.api.tls_key_file) {
+            (Some(_), None) => {
+                return Err((
+                    "api.tls_key_file",
+                    "api.tls_cert_file is set but its key is not: set both, or neither".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "api.tls_cert_file",
+                    "api.tls_key_file is set but the certificate is not: set both, or neither"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
         if self.output.file.is_some() && self.output.rotate_size > 0 && self.output.rotate_keep == 0
         {
             return Err(("output.rotate_keep", "0: rotation needs at least 1".into()));

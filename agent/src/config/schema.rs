@@ -558,6 +558,18 @@ pub static KEYS: &[Key] = &[
         None,
         "File holding the bearer token every API request must carry (`Authorization: Bearer …`), re-read when it changes; required when `api.listen` is not a loopback address (the event stream and status show every process's arguments). `/metrics` needs none.",
     )),
+    nullable(key(
+        "api.tls_cert_file",
+        Kind::Path,
+        None,
+        "Serve the API over HTTPS with this PEM certificate chain (server certificate first; `tls.crt` of a Secret), re-read when it changes; needs `api.tls_key_file`. `null`: plain HTTP. `/metrics` stays plain.",
+    )),
+    nullable(key(
+        "api.tls_key_file",
+        Kind::Path,
+        None,
+        "The PEM private key of `api.tls_cert_file`, re-read with it.",
+    )),
     key(
         "events.max_subscribers",
         Kind::Int,

@@ -10,6 +10,9 @@
 //!   connection are all closed after [`ServerOptions::header_timeout`] (counted in
 //!   [`ServerStats::header_timeouts`]). It never runs while a response is being sent, so a
 //!   long-lived stream is not cut, however quiet.
+//! - optional **TLS** ([`ServerOptions::tls`]): the handshake must end within the header
+//!   timeout too (a stalled one counts as a header timeout); a failed one is counted in
+//!   [`ServerStats::tls_handshake_failures`] (a plain-HTTP client, an untrusting one).
 
 use std::{
     sync::{
@@ -46,6 +49,8 @@ pub struct ServerOptions {
     pub close_grace: Duration,
     /// Kernel send buffer (`SO_SNDBUF`) of each connection; `None` leaves autotuning on.
     pub send_buffer: Option<usize>,
+    /// Serve HTTPS with this certificate; `None`: plain HTTP.
+    pub tls: Option<crate::tls::server::ServerTls>,
 }
 
 impl ServerOptions {
@@ -57,6 +62,7 @@ impl ServerOptions {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             close_grace: Duration::from_secs(2),
             send_buffer: None,
+            tls: None,
         }
     }
 }
@@ -73,6 +79,9 @@ pub struct ServerStats {
     /// Connections closed because a request head (or the next one, when idle) did not come in
     /// time.
     pub header_timeouts: AtomicU64,
+    /// TLS handshakes that failed (plain HTTP sent to HTTPS, a client that distrusts the
+    /// certificate, a protocol mismatch).
+    pub tls_handshake_failures: AtomicU64,
 }
 
 /// A copy of [`ServerStats`].
@@ -86,6 +95,9 @@ pub struct ServerCounts {
     pub waited_at_cap: u64,
     /// Connections closed because no request head came in time.
     pub header_timeouts: u64,
+    /// TLS handshakes that failed.
+    #[serde(default)]
+    pub tls_handshake_failures: u64,
 }
 
 impl ServerStats {
@@ -95,6 +107,7 @@ impl ServerStats {
             active: self.active.load(Ordering::Relaxed),
             waited_at_cap: self.waited_at_cap.load(Ordering::Relaxed),
             header_timeouts: self.header_timeouts.load(Ordering::Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -158,6 +171,28 @@ async fn serve_connection<H: Handler>(
     handler: H,
     stats: &ServerStats,
 ) {
+    let Some(tls) = &opts.tls else {
+        return serve_http(TokioIo::new(stream), conn, opts, handler, stats).await;
+    };
+    let peer = conn.peer;
+    match tokio::time::timeout(opts.header_timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), conn, opts, handler, stats).await,
+        Ok(Err(err)) => {
+            stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(server = opts.name, %peer, %err, "TLS handshake failed");
+        }
+        Err(_) => {
+            stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(server = opts.name, %peer, "closed: no TLS handshake in time");
+        }
+    }
+}
+
+async fn serve_http<H, I>(io: I, conn: Conn, opts: &ServerOptions, handler: H, stats: &ServerStats)
+where
+    H: Handler,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let close = Arc::clone(&conn.close);
     let peer = conn.peer;
     let service = service_fn(move |req| {
@@ -168,7 +203,7 @@ async fn serve_connection<H: Handler>(
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_timeout)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(io, service);
     tokio::select! {
         result = served => match result {
             Err(err) if err.is_timeout() => {

@@ -20,6 +20,9 @@ pub struct TestCa {
 pub struct ServerCert {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// The chain (server certificate, then the CA) and the key, PEM.
+    pub chain_pem: String,
+    pub key_pem: String,
 }
 
 impl TestCa {
@@ -80,11 +83,25 @@ impl TestCa {
         ServerCert {
             chain: vec![cert.der().clone(), self.cert.clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            chain_pem: format!("{}{}", cert.pem(), self.pem),
+            key_pem: key.serialize_pem(),
         }
     }
 }
 
 impl ServerCert {
+    /// Writes the PEM chain and key to these files, each replaced at once (written aside,
+    /// then renamed over), as a renewal or a Secret update does.
+    pub fn write_pem(&self, cert: &Path, key: &Path) {
+        for (path, text) in [(cert, &self.chain_pem), (key, &self.key_pem)] {
+            let aside = path.with_extension("new");
+            std::fs::write(&aside, text)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", aside.display()));
+            std::fs::rename(&aside, path)
+                .unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
+        }
+    }
+
     /// A rustls server configuration (ring provider, HTTP/1.1) presenting this certificate.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());

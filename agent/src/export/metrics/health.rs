@@ -330,7 +330,7 @@ fn encode_servers(
     if servers.is_empty() {
         return Ok(());
     }
-    let counters: [ServerFamily; 3] = [
+    let counters: [ServerFamily; 4] = [
         (
             "sonde_http_connections",
             "Connections accepted by the agent's HTTP server",
@@ -345,6 +345,11 @@ fn encode_servers(
             "sonde_http_header_timeouts",
             "Connections closed because no request head came within the header timeout",
             |c| c.header_timeouts,
+        ),
+        (
+            "sonde_http_tls_handshake_failures",
+            "TLS handshakes that failed on the agent's HTTPS server (plain HTTP sent to it, a client distrusting its certificate)",
+            |c| c.tls_handshake_failures,
         ),
     ];
     for (name, help, value) in counters {

@@ -7,7 +7,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature},
-    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+    pki_types::{CertificateDer, ServerName, UnixTime},
 };
 
 use super::error::KubeletError;
@@ -21,8 +21,13 @@ pub(super) enum Trust {
     Anything,
 }
 
-pub(super) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+use crate::tls::provider;
+
+fn load_roots(path: &std::path::Path) -> Result<RootCertStore, KubeletError> {
+    crate::tls::load_roots(path).map_err(|e| KubeletError::CaFile {
+        path: path.to_path_buf(),
+        reason: e.reason,
+    })
 }
 
 pub(super) fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, KubeletError> {
@@ -41,26 +46,6 @@ pub(super) fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, KubeletE
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-fn load_roots(path: &PathBuf) -> Result<RootCertStore, KubeletError> {
-    let ca_err = |reason: String| KubeletError::CaFile {
-        path: path.clone(),
-        reason,
-    };
-    // Read first, so that a missing file says so plainly.
-    let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| ca_err(format!("not valid PEM: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| ca_err(format!("a certificate in it is unusable: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(ca_err("it holds no PEM certificate".into()));
-    }
-    Ok(roots)
 }
 
 /// `kubelet.tls_verify: false`: accepts any certificate, but still verifies that the peer
