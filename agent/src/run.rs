@@ -252,13 +252,7 @@ fn start_apiserver(
     if !config.enabled {
         return None;
     }
-    if config.kubeconfig.is_none()
-        && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
-        && crate::kube::apiserver::config::node_kubeconfig(
-            crate::kube::apiserver::config::NODE_KUBECONFIGS,
-        )
-        .is_none()
-    {
+    if !config.has_credentials() {
         tracing::info!(
             "apiserver metadata off: no kubernetes.kubeconfig, not running in a pod, and no \
              kubelet kubeconfig on this host"

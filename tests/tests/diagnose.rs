@@ -3,13 +3,21 @@
 //! kubelet that refuses the token or the RBAC rule are FAILs naming the cause and the fix, and
 //! the exit code is 1 then; `--json` is the same report. (Other agents may run on the kernel at
 //! the same time: `cargo xtask test` allows it, which the one-agent check reports as a WARN.)
+//! Against the test apiserver enforcing the ClusterRole of `manifests/`: a SelfSubjectAccessReview
+//! for exactly the permissions the configuration needs, each PASS; a role missing a rule, a
+//! rejected token and an unreachable apiserver are FAILs naming the rule, the kubeconfig, the
+//! address.
 
-use std::process::Command;
+use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
 use serde_json::Value;
 use sonde_tests::{
     agent::sonde_bin,
-    kube_standin::{Fault, KubeletStandin, apiserver::FIXTURE_NODE},
+    kube_standin::{
+        ApiserverStandin, Fault, KubeletStandin,
+        apiserver::{AGENT_USER, FIXTURE_NODE},
+        rbac::Policy,
+    },
 };
 
 fn diagnose(args: &[&str]) -> (Option<i32>, Value) {
@@ -130,5 +138,129 @@ fn the_kubelet_check_names_what_the_kubelet_refused() {
     assert!(
         detail.contains("401") && detail.contains(&standin.token_file().display().to_string()),
         "the token file is named: {unauthorized}"
+    );
+}
+
+fn base_policy() -> Policy {
+    let role = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/base/clusterrole.yaml");
+    Policy::from_cluster_roles(&[role.as_path()])
+}
+
+fn apiserver_report(
+    kubeconfig: &std::path::Path,
+    kubelet: &KubeletStandin,
+) -> (Option<i32>, Value) {
+    let mut args = vec![
+        "--node-name".to_string(),
+        FIXTURE_NODE.into(),
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+    ];
+    args.extend(kubelet.agent_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    diagnose(&args)
+}
+
+#[test]
+fn the_apiserver_checks_ask_for_every_permission_and_name_what_is_missing() {
+    sonde_tests::require_root();
+    let apiserver = ApiserverStandin::start();
+    apiserver.enforce(base_policy());
+    let kubelet = KubeletStandin::start();
+    let (code, report) = apiserver_report(&apiserver.kubeconfig(), &kubelet);
+    assert_eq!(code, Some(0), "{report:#}");
+    let reachable = check(&report, "apiserver", "reachable, authenticated");
+    assert_eq!(reachable["verdict"], "PASS", "{reachable}");
+    assert!(
+        reachable["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(AGENT_USER),
+        "who the credentials are: {reachable}"
+    );
+    let kinds = [
+        "pods",
+        "apps/replicasets",
+        "batch/jobs",
+        "services",
+        "discovery.k8s.io/endpointslices",
+    ];
+    for kind in kinds {
+        let c = check(&report, "apiserver", &format!("RBAC list, watch {kind}"));
+        assert_eq!(c["verdict"], "PASS", "{c}");
+    }
+    assert_eq!(
+        check(&report, "apiserver", "RBAC get nodes/proxy")["verdict"],
+        "PASS"
+    );
+    // Exactly what this configuration needs (no node or namespace labels: not asked).
+    let asked: BTreeSet<_> = apiserver.access_reviews().into_iter().collect();
+    let mut want = BTreeSet::new();
+    for (group, resource) in [
+        ("", "pods"),
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+        ("", "services"),
+        ("discovery.k8s.io", "endpointslices"),
+    ] {
+        for verb in ["list", "watch"] {
+            want.insert((group.to_string(), resource.to_string(), verb.to_string()));
+        }
+    }
+    want.insert(("".into(), "nodes/proxy".into(), "get".into()));
+    assert_eq!(asked, want);
+
+    // A ClusterRole without the EndpointSlices rule: that check FAILs with the rule to add.
+    apiserver.enforce(base_policy().without("discovery.k8s.io", "endpointslices"));
+    let (code, report) = apiserver_report(&apiserver.kubeconfig(), &kubelet);
+    assert_eq!(code, Some(1), "{report:#}");
+    let missing = check(
+        &report,
+        "apiserver",
+        "RBAC list, watch discovery.k8s.io/endpointslices",
+    );
+    assert_eq!(missing["verdict"], "FAIL", "{missing}");
+    let fix = missing["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains("resources: [\"endpointslices\"]") && fix.contains("clusterrole.yaml"),
+        "{missing}"
+    );
+    assert_eq!(
+        check(&report, "apiserver", "RBAC list, watch pods")["verdict"],
+        "PASS"
+    );
+
+    // A token the apiserver rejects: 401, naming the kubeconfig it came from.
+    apiserver.set_token("a-token-the-agent-does-not-have");
+    let (code, report) = apiserver_report(&apiserver.kubeconfig(), &kubelet);
+    assert_eq!(code, Some(1));
+    let rejected = check(&report, "apiserver", "reachable, authenticated");
+    let detail = rejected["detail"].as_str().unwrap_or_default();
+    assert!(
+        rejected["verdict"] == "FAIL"
+            && detail.contains("401")
+            && detail.contains(&apiserver.kubeconfig().display().to_string()),
+        "{rejected}"
+    );
+
+    // An apiserver that is not there: the address is named.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let text = std::fs::read_to_string(apiserver.kubeconfig()).expect("kubeconfig");
+    let url = apiserver.url();
+    let down = apiserver.dir().join("down.kubeconfig");
+    std::fs::write(
+        &down,
+        text.replace(&url, &format!("https://127.0.0.1:{port}")),
+    )
+    .expect("write");
+    let (code, report) = apiserver_report(&down, &kubelet);
+    assert_eq!(code, Some(1));
+    let unreachable = check(&report, "apiserver", "reachable, authenticated");
+    let detail = unreachable["detail"].as_str().unwrap_or_default();
+    assert!(
+        unreachable["verdict"] == "FAIL" && detail.contains(&port.to_string()),
+        "{unreachable}"
     );
 }

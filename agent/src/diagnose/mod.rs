@@ -1,8 +1,10 @@
 //! `sonde diagnose`: the troubleshooting guide as one command. Each check is PASS, WARN or FAIL
 //! with what was seen and, when not PASS, the fix; grouped by area (kernel, privileges, node,
-//! kubelet, ports). Nothing is loaded or attached and nothing is mounted: the checks ask the
+//! kubelet, apiserver ([`apiserver`]), ports). Nothing is loaded or attached and nothing is mounted: the checks ask the
 //! same questions `sonde run` would, with the same configuration, and report every answer
 //! instead of stopping at the first. docs/deploy.md's troubleshooting section lists them.
+
+mod apiserver;
 
 use std::{net::TcpListener, path::Path, time::Duration};
 
@@ -110,6 +112,7 @@ pub async fn run(config: &Config) -> Report {
     privileges(config, &mut checks);
     node(config, &mut checks);
     kubelet(config, &mut checks).await;
+    apiserver::checks(config, &mut checks).await;
     ports(config, &mut checks);
     Report { checks }
 }

@@ -203,15 +203,25 @@ struct State {
     /// With a policy, only what it grants is allowed ([`ApiserverStandin::enforce`]).
     policy: Option<Policy>,
     seen: Vec<SeenApiRequest>,
+    /// SelfSubjectAccessReviews asked: (group, resource[/subresource], verb).
+    access_reviews: Vec<Grant>,
 }
 
 impl State {
     fn authorized(&self, resource: Resource, verb: &str) -> bool {
-        !self.forbidden.contains(&resource)
+        self.allows(resource.group(), resource.plural(), verb)
+    }
+
+    /// `resource` may be `resource/subresource`, as RBAC names it.
+    fn allows(&self, group: &str, resource: &str, verb: &str) -> bool {
+        !self
+            .forbidden
+            .iter()
+            .any(|r| r.group() == group && r.plural() == resource)
             && self
                 .policy
                 .as_ref()
-                .is_none_or(|p| p.allows(resource.group(), resource.plural(), verb))
+                .is_none_or(|p| p.allows(group, resource, verb))
     }
 }
 
@@ -249,6 +259,7 @@ impl ApiserverStandin {
             token: STANDIN_TOKEN.into(),
             forbidden: BTreeSet::new(),
             policy: None,
+            access_reviews: Vec::new(),
             seen: Vec::new(),
         }));
         let tls = ca
@@ -518,6 +529,11 @@ impl ApiserverStandin {
     }
 
     /// The requests so far that were refused with 403.
+    /// The SelfSubjectAccessReviews asked so far, in order.
+    pub fn access_reviews(&self) -> Vec<Grant> {
+        lock(&self.state).access_reviews.clone()
+    }
+
     pub fn forbidden_requests(&self) -> Vec<SeenApiRequest> {
         lock(&self.state)
             .seen
@@ -630,7 +646,67 @@ fn routes(state: Shared) -> Router {
             Arc::new(move |request| Box::pin(serve(Arc::clone(&state), resource, request)));
         router = router.route(Method::GET, resource.path(), handler);
     }
+    for path in [SELF_SUBJECT_REVIEWS, SELF_SUBJECT_ACCESS_REVIEWS] {
+        let state = Arc::clone(&state);
+        let handler: Handler =
+            Arc::new(move |request| Box::pin(review(Arc::clone(&state), path, request)));
+        router = router.route(Method::POST, path, handler);
+    }
     router
+}
+
+const SELF_SUBJECT_REVIEWS: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+const SELF_SUBJECT_ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+/// Who the test token authenticates as.
+pub const AGENT_USER: &str = "system:serviceaccount:sonde:sonde";
+
+/// `POST` of a SelfSubjectReview (who am I) or a SelfSubjectAccessReview (may I), answered as
+/// the apiserver does: after authentication, open to every authenticated user, the access
+/// decided by the same policy as the requests.
+async fn review(state: Shared, path: &'static str, request: Request<Incoming>) -> Response<Body> {
+    let bearer = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let body = match request.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return status_response(400, &status(400, "BadRequest", "body", json!(null))),
+    };
+    let object: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut s = lock(&state);
+    if bearer.as_deref() != Some(s.token.as_str()) {
+        return status_response(
+            401,
+            &status(401, "Unauthorized", "Unauthorized", json!(null)),
+        );
+    }
+    let answer = if path == SELF_SUBJECT_REVIEWS {
+        json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+               "metadata": {}, "status": {"userInfo": {"username": AGENT_USER,
+               "groups": ["system:serviceaccounts", "system:authenticated"]}}})
+    } else {
+        let attrs = &object["spec"]["resourceAttributes"];
+        let text = |key: &str| attrs[key].as_str().unwrap_or_default().to_string();
+        let resource = match text("subresource").as_str() {
+            "" => text("resource"),
+            sub => format!("{}/{sub}", text("resource")),
+        };
+        let (group, verb) = (text("group"), text("verb"));
+        let allowed = s.allows(&group, &resource, &verb);
+        s.access_reviews.push((group, resource, verb));
+        let mut answer = object.clone();
+        answer["status"] = if allowed {
+            json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"sonde\""})
+        } else {
+            json!({"allowed": false})
+        };
+        answer
+    };
+    let mut response = json_response(serde_json::to_vec(&answer).unwrap_or_default());
+    *response.status_mut() = StatusCode::CREATED;
+    response
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {

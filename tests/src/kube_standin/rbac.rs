@@ -55,6 +55,18 @@ impl Policy {
             .contains(&(group.to_string(), resource.to_string(), verb.to_string()))
     }
 
+    /// This policy without any verb on `group`/`resource` (a role missing that rule).
+    pub fn without(&self, group: &str, resource: &str) -> Self {
+        Self {
+            grants: self
+                .grants
+                .iter()
+                .filter(|(g, r, _)| !(g == group && r == resource))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Every permission granted.
     pub fn grants(&self) -> &BTreeSet<Grant> {
         &self.grants

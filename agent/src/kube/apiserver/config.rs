@@ -23,6 +23,16 @@ pub fn node_kubeconfig<'a>(candidates: impl IntoIterator<Item = &'a str>) -> Opt
         .find(|p| p.is_file())
 }
 
+impl KubernetesConfig {
+    /// Whether there is anything to reach the apiserver with: a kubeconfig, a pod's service
+    /// account, or (a host install on a node) the kubelet's kubeconfig.
+    pub fn has_credentials(&self) -> bool {
+        self.kubeconfig.is_some()
+            || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+            || node_kubeconfig(NODE_KUBECONFIGS).is_some()
+    }
+}
+
 /// The `kubernetes.*` configuration (apiserver watches).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

@@ -140,7 +140,7 @@ pub(super) enum Diagnosis {
 }
 
 /// Where a failure happened, for its message.
-pub(super) struct Context<'a> {
+pub(crate) struct Context<'a> {
     pub server: &'a str,
     pub credentials: &'a str,
     pub kind: WatchKind,
@@ -168,7 +168,12 @@ pub(super) fn diagnose(err: &watcher::Error, cx: &Context<'_>) -> Diagnosis {
     }
 }
 
-fn client_error(err: &kube::Error, verb: &'static str, cx: &Context<'_>) -> ApiserverError {
+/// A failed request of `verb` on `cx.kind`, named by its cause.
+pub(crate) fn client_error(
+    err: &kube::Error,
+    verb: &'static str,
+    cx: &Context<'_>,
+) -> ApiserverError {
     if let kube::Error::Api(status) = err {
         return status_error(status.code, &status.message, verb, cx);
     }

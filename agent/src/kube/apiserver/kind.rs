@@ -33,6 +33,17 @@ impl WatchKind {
         WatchKind::EndpointSlices,
     ];
 
+    /// Whether `config` has this kind watched (the pods always; the rest for what it shows).
+    pub fn wanted(self, config: &super::config::KubernetesConfig) -> bool {
+        match self {
+            WatchKind::Pods => true,
+            WatchKind::Node => !config.node_labels.is_empty(),
+            WatchKind::Namespaces => !config.namespace_labels.is_empty(),
+            WatchKind::ReplicaSets | WatchKind::Jobs => config.watch_owners,
+            WatchKind::Services | WatchKind::EndpointSlices => config.watch_services,
+        }
+    }
+
     /// The resource name, as in RBAC rules and URLs.
     pub fn resource(self) -> &'static str {
         match self {

@@ -88,7 +88,7 @@ impl ApiserverHandle {
 }
 
 /// How the client is made.
-enum Credentials {
+pub(crate) enum Credentials {
     Kubeconfig {
         path: PathBuf,
         kubeconfig: Box<Kubeconfig>,
@@ -98,14 +98,54 @@ enum Credentials {
 }
 
 impl Credentials {
-    fn describe(&self) -> String {
+    /// The credentials `config` names: its kubeconfig, else the in-cluster service account,
+    /// else (a host install on a node) the kubelet's kubeconfig.
+    pub(crate) fn resolve(config: &KubernetesConfig) -> Result<Self, ApiserverError> {
+        let read = |path: &std::path::Path| {
+            Kubeconfig::read_from(path).map_err(|e| ApiserverError::Kubeconfig {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        };
+        if let Some(path) = &config.kubeconfig {
+            return Ok(Credentials::Kubeconfig {
+                path: path.clone(),
+                kubeconfig: Box::new(read(path)?),
+                context: config.context.clone(),
+            });
+        }
+        match kube::Config::incluster() {
+            Ok(incluster) => Ok(Credentials::InCluster(Box::new(incluster))),
+            // Not in a pod: a host install on a node uses the kubelet's kubeconfig.
+            Err(e) => match node_kubeconfig(NODE_KUBECONFIGS) {
+                Some(path) => {
+                    let kubeconfig = read(&path)?;
+                    tracing::info!(
+                        path = %path.display(),
+                        "not in a pod: using the kubelet's kubeconfig for the apiserver"
+                    );
+                    Ok(Credentials::Kubeconfig {
+                        path,
+                        kubeconfig: Box::new(kubeconfig),
+                        context: config.context.clone(),
+                    })
+                }
+                None => Err(ApiserverError::InCluster {
+                    reason: e.to_string(),
+                }),
+            },
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
         match self {
             Credentials::Kubeconfig { path, .. } => format!("kubeconfig {}", path.display()),
             Credentials::InCluster(_) => "the in-cluster service account".into(),
         }
     }
 
-    async fn client(&self) -> Result<(Client, String), String> {
+    /// A client and the server's URL.
+    pub(crate) async fn client(&self) -> Result<(Client, String), String> {
         let config = match self {
             Credentials::Kubeconfig {
                 kubeconfig,
@@ -146,47 +186,7 @@ pub fn spawn_apiserver_source(
     if !config.enabled {
         return Err(ApiserverError::Disabled);
     }
-    let credentials = match &config.kubeconfig {
-        Some(path) => {
-            let kubeconfig =
-                Kubeconfig::read_from(path).map_err(|e| ApiserverError::Kubeconfig {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            Credentials::Kubeconfig {
-                path: path.clone(),
-                kubeconfig: Box::new(kubeconfig),
-                context: config.context.clone(),
-            }
-        }
-        None => match kube::Config::incluster() {
-            Ok(incluster) => Credentials::InCluster(Box::new(incluster)),
-            // Not in a pod: a host install on a node uses the kubelet's kubeconfig.
-            Err(e) => match node_kubeconfig(NODE_KUBECONFIGS) {
-                Some(path) => {
-                    let kubeconfig =
-                        Kubeconfig::read_from(&path).map_err(|e| ApiserverError::Kubeconfig {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    tracing::info!(
-                        path = %path.display(),
-                        "not in a pod: using the kubelet's kubeconfig for the apiserver"
-                    );
-                    Credentials::Kubeconfig {
-                        path,
-                        kubeconfig: Box::new(kubeconfig),
-                        context: config.context.clone(),
-                    }
-                }
-                None => {
-                    return Err(ApiserverError::InCluster {
-                        reason: e.to_string(),
-                    });
-                }
-            },
-        },
-    };
+    let credentials = Credentials::resolve(&config)?;
     let (tx, rx) = watch::channel(ApiserverSyncState {
         credentials: credentials.describe(),
         ..ApiserverSyncState::default()
@@ -287,7 +287,7 @@ impl Supervisor {
         tasks.spawn(run(pods, sink, cx(WatchKind::Pods)));
 
         // The node and namespaces only for the labels the configuration shows.
-        if self.labels.wants_node() {
+        if WatchKind::Node.wanted(&self.config) {
             let node = watcher(
                 Api::<PartialObjectMeta<Node>>::all(client.clone()),
                 base.clone()
@@ -301,7 +301,7 @@ impl Supervisor {
             };
             tasks.spawn(run(node, sink, cx(WatchKind::Node)));
         }
-        if self.labels.wants_namespaces() {
+        if WatchKind::Namespaces.wanted(&self.config) {
             let namespaces = watcher(
                 Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
                 base.clone(),
@@ -314,7 +314,7 @@ impl Supervisor {
             tasks.spawn(run(namespaces, sink, cx(WatchKind::Namespaces)));
         }
 
-        if self.config.watch_owners {
+        if WatchKind::ReplicaSets.wanted(&self.config) {
             let replica_sets = watcher(
                 Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
                 base.clone(),
@@ -340,7 +340,7 @@ impl Supervisor {
             tasks.spawn(run(jobs, sink, cx(WatchKind::Jobs)));
         }
 
-        if self.config.watch_services {
+        if WatchKind::Services.wanted(&self.config) {
             let services =
                 watcher(Api::<Service>::all(client.clone()), base.clone()).backoff(backoff());
             let sink = ServiceSink {
