@@ -110,7 +110,7 @@ pub(crate) fn kubelet_options(config: &Config) -> Option<KubeletConfig> {
             }
         }
     };
-    enabled.then(|| kubelet.clone())
+    enabled.then(|| crate::kube::kubelet::host::with_host_defaults(kubelet.clone()))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -264,3 +264,67 @@ fn the_apiserver_checks_ask_for_every_permission_and_name_what_is_missing() {
         "{unreachable}"
     );
 }
+
+/// A client certificate instead of a token (a host install using the node's certificate, or
+/// the apiserver's kubelet client certificate): the kubelet that requires one accepts it, and
+/// one from another CA is a FAIL naming the handshake's rejection.
+#[test]
+fn a_kubelet_client_certificate_authenticates_without_a_token() {
+    sonde_tests::require_root();
+    let standin = KubeletStandin::start_with(sonde_tests::kube_standin::KubeletOptions {
+        client_certs: true,
+        ..Default::default()
+    });
+    let run = |pem: &std::path::Path| {
+        let pem = pem.display().to_string();
+        let cert = format!("kubelet.client_cert_file={pem}");
+        let key = format!("kubelet.client_key_file={pem}");
+        let url = standin.url();
+        let ca = standin.ca_file().display().to_string();
+        let args = [
+            "--node-name",
+            FIXTURE_NODE,
+            "--kubelet-url",
+            url.as_str(),
+            "--kubelet-ca-file",
+            ca.as_str(),
+            "--set",
+            "kubelet.token_file=null",
+            "--set",
+            cert.as_str(),
+            "--set",
+            key.as_str(),
+        ];
+        let (code, report) = diagnose(&args);
+        (code, check(&report, "kubelet", "GET /pods").clone())
+    };
+    let (code, ok) = run(&standin.write_client_cert("system:node:n1", true));
+    assert_eq!(ok["verdict"], "PASS", "{ok}");
+    assert_eq!(code, Some(0));
+    assert!(
+        standin.requests().iter().all(|r| r.bearer.is_none()),
+        "no token sent: {:?}",
+        standin.requests()
+    );
+
+    let (code, rejected) = run(&standin.write_client_cert("stranger", false));
+    assert_eq!(code, Some(1));
+    let detail = rejected["detail"].as_str().unwrap_or_default();
+    assert!(
+        rejected["verdict"] == "FAIL" && detail.contains("rejected the handshake"),
+        "{rejected}"
+    );
+
+    // A key file without a certificate is a configuration error naming the key.
+    let out = Command::new(sonde_bin())
+        .args([
+            "diagnose",
+            "--set",
+            "kubelet.client_key_file=/etc/sonde/key.pem",
+        ])
+        .output()
+        .expect("sonde diagnose");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("kubelet.client_key_file"), "{stderr}");
+}

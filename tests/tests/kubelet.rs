@@ -683,3 +683,46 @@ async fn ten_thousand_pods() {
     eprintln!("10k pods over HTTPS: fetch + parse {:?}", started.elapsed());
     assert_eq!(fetched.pods.len(), 10_000);
 }
+
+// --- client certificates ------------------------------------------------------------------
+
+/// A kubelet that requires a client certificate: an untrusted one is refused with the fix
+/// naming `kubelet.client_cert_file`; the file replaced by a trusted one (as the kubelet
+/// rotates `kubelet-client-current.pem`) is used on the next request, with no token sent.
+#[tokio::test]
+async fn client_certificate_is_presented_and_its_rotation_followed() {
+    let standin = KubeletStandin::start_with(KubeletOptions {
+        client_certs: true,
+        ..KubeletOptions::default()
+    });
+    let untrusted = standin.write_client_cert("stranger", false);
+    let pem = standin.dir().join("kubelet-client-current.pem");
+    std::fs::copy(&untrusted, &pem).expect("copy");
+    let mut config = config(&standin);
+    config.token_file = None;
+    config.client_cert_file = Some(pem.clone());
+    config.client_key_file = Some(pem.clone());
+    let mut client = KubeletClient::new(&config).expect("client");
+    let err = client
+        .fetch_pods()
+        .await
+        .expect_err("untrusted client certificate");
+    assert_mentions(
+        &err,
+        &["rejected the handshake", "kubelet.client_cert_file"],
+    );
+
+    let trusted = standin.write_client_cert("system:node:n1", true);
+    let aside = standin.dir().join("kubelet-client-new.pem");
+    std::fs::copy(&trusted, &aside).expect("copy");
+    std::fs::rename(&aside, &pem).expect("rotate");
+    let parsed = client.fetch_pods().await.expect("rotated certificate");
+    assert_eq!(parsed.pods.len(), 24);
+    assert!(standin.requests().iter().all(|r| r.bearer.is_none()));
+
+    // A client certificate file that is not PEM: the configuration error names both files.
+    std::fs::write(standin.dir().join("broken.pem"), "nothing\n").expect("write");
+    config.client_cert_file = Some(standin.dir().join("broken.pem"));
+    let err = KubeletClient::new(&config).expect_err("no certificate");
+    assert_mentions(&err, &["broken.pem", "kubelet.client_cert_file"]);
+}

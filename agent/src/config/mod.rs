@@ -173,6 +173,14 @@ impl Config {
                 ),
             ));
         }
+        if self.kubelet.client_key_file.is_some() && self.kubelet.client_cert_file.is_none() {
+            return Err((
+                "kubelet.client_key_file",
+                "set without kubelet.client_cert_file: set the certificate too (the key alone \
+                 authenticates nothing)"
+                    .into(),
+            ));
+        }
         match (&self.api.tls_cert_file, &self.api.tls_key_file) {
             (Some(_), None) => {
                 return Err((

@@ -95,7 +95,7 @@ impl Key {
     /// typed check happens when the merged tree is deserialized.
     pub fn parse_text(&self, text: &str) -> Result<Value, String> {
         let t = text.trim();
-        if self.nullable && t.is_empty() {
+        if self.nullable && matches!(t, "" | "null" | "~") {
             return Ok(Value::Null);
         }
         match self.kind {
@@ -418,7 +418,19 @@ pub static KEYS: &[Key] = &[
         "kubelet.ca_file",
         Kind::Path,
         Some("--kubelet-ca-file"),
-        "PEM CA bundle that signed the kubelet's serving certificate; `null`: the service-account `ca.crt`.",
+        "PEM CA bundle that signed the kubelet's serving certificate; `null`: the service-account `ca.crt`; on a host install, the kubelet's self-signed `/var/lib/kubelet/pki/kubelet.crt`, else the cluster CA of the kubelet's kubeconfig.",
+    )),
+    nullable(key(
+        "kubelet.client_cert_file",
+        Kind::Path,
+        None,
+        "PEM client certificate presented to the kubelet (with `kubelet.client_key_file`), e.g. `/etc/kubernetes/pki/apiserver-kubelet-client.crt` on a control-plane node. `null`: none; on a host install with no service-account token, the client certificate of the kubelet's kubeconfig.",
+    )),
+    nullable(key(
+        "kubelet.client_key_file",
+        Kind::Path,
+        None,
+        "The PEM private key of `kubelet.client_cert_file` (may be the same file).",
     )),
     key(
         "kubelet.tls_verify",

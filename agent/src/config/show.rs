@@ -86,8 +86,8 @@ Every key can be set in four layers, each overriding the one before:
 1. the built-in default;
 2. the file, with nested sections (`metrics:` then `  listen: 0.0.0.0:9464`);
 3. the environment: `SONDE_` and the key path upper-cased with dots as `_`
-   (`metrics.listen` → `SONDE_METRICS_LISTEN`); lists are comma-separated; an empty value
-   clears a key that can be `null`;
+   (`metrics.listen` → `SONDE_METRICS_LISTEN`); lists are comma-separated; an empty value or
+   `null` clears a key that can be `null`;
 4. flags of `sonde run`: the dedicated flag where there is one, and `--set KEY=VALUE` for every
    key (repeatable).
 

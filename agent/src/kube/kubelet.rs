@@ -14,6 +14,7 @@
 
 mod client;
 mod error;
+pub mod host;
 mod source;
 mod tls;
 mod token;
@@ -57,6 +58,11 @@ pub struct KubeletConfig {
     /// the service-account `ca.crt` (right when the cluster CA signs kubelet certificates,
     /// i.e. `serverTLSBootstrap: true`).
     pub ca_file: Option<PathBuf>,
+    /// `kubelet.client_cert_file`, `kubelet.client_key_file`: a PEM client certificate (and
+    /// its key) presented to the kubelet, e.g. the apiserver's kubelet client certificate on a
+    /// control-plane node. `null`: none, or on a host install the node's own ([`host`]).
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
     /// `kubelet.tls_verify`: verify the kubelet's certificate. `false` is for kubelets with
     /// self-signed certificates; it is logged as a warning.
     pub tls_verify: bool,
@@ -81,6 +87,8 @@ impl Default for KubeletConfig {
             url: None,
             token_file: Some(PathBuf::from(DEFAULT_TOKEN_FILE)),
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             tls_verify: true,
             timeout: Duration::from_secs(10),
             refresh_interval: Duration::from_secs(15),

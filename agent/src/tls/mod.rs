@@ -20,6 +20,17 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// What identifies a version of a file: a rewrite, a rename over it or a swapped symlink
+/// (a Secret update, a rotated kubelet certificate) changes one of these.
+pub type FileStamp = Option<(std::time::SystemTime, u64, u64)>;
+
+/// The file's [`FileStamp`] now (`None` when it cannot be read).
+pub fn file_stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.ino(), meta.len()))
+}
+
 /// A PEM file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {reason}", path.display())]

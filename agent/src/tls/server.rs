@@ -5,10 +5,9 @@
 //! from different pairs) is logged and the previous certificate kept.
 
 use std::{
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use rustls::{
@@ -19,7 +18,7 @@ use rustls::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::{PemError, load_certs, load_key, provider};
+use super::{FileStamp, PemError, file_stamp, load_certs, load_key, provider};
 
 /// The files are looked at again at most this often.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -57,12 +56,10 @@ pub enum ServerTlsError {
     Setup(String),
 }
 
-/// What identifies a version of a file: a rewrite or a swapped symlink changes one of these.
-type Stamp = Option<(SystemTime, u64, u64)>;
+type Stamp = FileStamp;
 
 fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.ino(), meta.len()))
+    file_stamp(path)
 }
 
 fn certified_key(

@@ -61,6 +61,10 @@ pub struct KubeletOptions {
     pub token: String,
     /// The pod list at start.
     pub pods_fixture: String,
+    /// Require a client certificate signed by the stand-in's client CA (see
+    /// [`KubeletStandin::write_client_cert`]); a request on such a connection is authenticated
+    /// by it, with no token.
+    pub client_certs: bool,
 }
 
 impl Default for KubeletOptions {
@@ -70,6 +74,7 @@ impl Default for KubeletOptions {
             tls: true,
             token: "sonde-test-token-1".into(),
             pods_fixture: payloads::TEMPLATE_FIXTURE.into(),
+            client_certs: false,
         }
     }
 }
@@ -108,6 +113,7 @@ pub struct KubeletStandin {
     state: Shared,
     ca: TestCa,
     other_ca: TestCa,
+    client_ca: TestCa,
     dir: tempfile::TempDir,
 }
 
@@ -121,19 +127,25 @@ impl KubeletStandin {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = TestCa::new("sonde-test-kubelet-ca");
         let other_ca = TestCa::new("sonde-test-unrelated-ca");
+        let client_ca = TestCa::new("sonde-test-kubelet-client-ca");
         ca.write_pem(&dir.path().join("ca.crt"));
         other_ca.write_pem(&dir.path().join("other-ca.crt"));
         let state: Shared = Arc::new(Mutex::new(State {
             pods: Bytes::from(payloads::fixture(&options.pods_fixture)),
             valid_tokens: vec![options.token.clone()],
-            auth: options.tls,
+            auth: options.tls && !options.client_certs,
             fault: Fault::None,
             policy: None,
             seen: Vec::new(),
         }));
         let tls = options.tls.then(|| {
             let sans: Vec<&str> = options.sans.iter().map(String::as_str).collect();
-            ca.issue_server_cert(&sans).server_config()
+            let cert = ca.issue_server_cert(&sans);
+            if options.client_certs {
+                cert.server_config_requiring_clients(&client_ca)
+            } else {
+                cert.server_config()
+            }
         });
         let server = TestServer::start(tls.clone(), routes(Arc::clone(&state)));
         let standin = KubeletStandin {
@@ -144,10 +156,26 @@ impl KubeletStandin {
             state,
             ca,
             other_ca,
+            client_ca,
             dir,
         };
         standin.write_token_file(&options.token);
         standin
+    }
+
+    /// Writes a client certificate for `common_name` and its key into one PEM file (as kubeadm's
+    /// `kubelet-client-current.pem` holds both), signed by the client CA when `trusted`, else by
+    /// an unrelated CA; returns the file.
+    pub fn write_client_cert(&self, common_name: &str, trusted: bool) -> PathBuf {
+        let cert = if trusted {
+            self.client_ca.issue_client_cert(common_name)
+        } else {
+            self.other_ca.issue_client_cert(common_name)
+        };
+        let path = self.dir.path().join(format!("{common_name}.pem"));
+        std::fs::write(&path, format!("{}{}", cert.chain_pem, cert.key_pem))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
     }
 
     /// The `sonde run` flags that point the agent at this kubelet: URL, CA file, token file.

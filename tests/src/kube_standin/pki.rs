@@ -89,7 +89,52 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A client certificate for `common_name` (TLS client authentication), signed by this CA.
+    pub fn issue_client_cert(&self, common_name: &str) -> ServerCert {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().expect("generate client key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("sign client certificate");
+        ServerCert {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            chain_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
 impl ServerCert {
+    /// A rustls server configuration like [`Self::server_config`] that requires a client
+    /// certificate signed by `clients` (as a kubelet with `--client-ca-file` does, minus the
+    /// anonymous fallback).
+    pub fn server_config_requiring_clients(&self, clients: &TestCa) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(clients.cert_der().clone()).expect("client CA");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .expect("client verifier");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .expect("server certificate");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
     /// Writes the PEM chain and key to these files, each replaced at once (written aside,
     /// then renamed over), as a renewal or a Secret update does.
     pub fn write_pem(&self, cert: &Path, key: &Path) {

@@ -98,6 +98,55 @@ struct TlsSetup {
     connector: TlsConnector,
     server_name: rustls::pki_types::ServerName<'static>,
     trust: Trust,
+    /// The client certificate presented (`kubelet.client_cert_file`) and the versions of its
+    /// files the connector was built with: rebuilt when they change (the kubelet rotates
+    /// its own client certificate).
+    client: Option<(tls::ClientCert, [crate::tls::FileStamp; 2])>,
+}
+
+impl TlsSetup {
+    /// Rebuilds the connector if the client certificate's files changed; an unusable new
+    /// version is logged and the previous one kept.
+    fn refresh_client_cert(&mut self) {
+        let Some((client, stamps)) = &mut self.client else {
+            return;
+        };
+        let now = [
+            crate::tls::file_stamp(&client.cert),
+            crate::tls::file_stamp(&client.key),
+        ];
+        if now == *stamps {
+            return;
+        }
+        *stamps = now;
+        match tls::client_config(&self.trust, Some(client)) {
+            Ok(config) => {
+                tracing::info!(cert = %client.cert.display(), "kubelet client certificate reloaded");
+                self.connector = TlsConnector::from(config);
+            }
+            Err(err) => {
+                tracing::warn!(%err, "kubelet client certificate changed but cannot be used; keeping the previous one")
+            }
+        }
+    }
+}
+
+/// The TLS alert in an HTTP error's sources: with TLS 1.3 a server that refuses the client's
+/// certificate says so after the client's side of the handshake is done, on the first read.
+fn alert_in(err: &hyper::Error) -> Option<rustls::AlertDescription> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+            return Some(*alert);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// A kubelet `/pods` client. Fetches take `&mut self`: the token cache is updated in place.
@@ -149,18 +198,50 @@ impl KubeletClient {
                     url: target.url.clone(),
                     reason,
                 })?;
+            let client = match (&config.client_cert_file, &config.client_key_file) {
+                (Some(cert), key) => Some(tls::ClientCert {
+                    cert: cert.clone(),
+                    key: key.clone().unwrap_or_else(|| cert.clone()),
+                }),
+                (None, Some(key)) => {
+                    return Err(KubeletError::ClientCert {
+                        cert: PathBuf::new(),
+                        key: key.clone(),
+                        reason: "kubelet.client_key_file is set without kubelet.client_cert_file"
+                            .into(),
+                    });
+                }
+                (None, None) => None,
+            };
             Some(TlsSetup {
-                connector: TlsConnector::from(tls::client_config(&trust)?),
+                connector: TlsConnector::from(tls::client_config(&trust, client.as_ref())?),
                 server_name,
                 trust,
+                client: client.map(|c| {
+                    let stamps = [
+                        crate::tls::file_stamp(&c.cert),
+                        crate::tls::file_stamp(&c.key),
+                    ];
+                    (c, stamps)
+                }),
             })
         } else {
             None
         };
         Ok(KubeletClient {
             // The token is for the kubelet's authenticated port only: never sent in clear.
+            // With a client certificate, the default service-account token is sent only where
+            // it exists (a host install has none).
             token: if target.https {
-                config.token_file.clone().map(TokenFile::new)
+                config
+                    .token_file
+                    .clone()
+                    .filter(|p| {
+                        config.client_cert_file.is_none()
+                            || p != std::path::Path::new(super::DEFAULT_TOKEN_FILE)
+                            || p.exists()
+                    })
+                    .map(TokenFile::new)
             } else {
                 None
             },
@@ -196,6 +277,9 @@ impl KubeletClient {
     /// Fetches the raw `/pods` body.
     pub async fn fetch_pods_body(&mut self) -> Result<Vec<u8>, KubeletError> {
         let deadline = Instant::now() + self.timeout;
+        if let Some(tls) = &mut self.tls {
+            tls.refresh_client_cert();
+        }
         let request = self.request()?;
         let tcp = self.connect(deadline).await?;
         let (response, _conn) = match &self.tls {
@@ -294,13 +378,30 @@ impl KubeletClient {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let http_err = |e: hyper::Error| KubeletError::Http {
-            url: self.target.url.clone(),
-            detail: if e.is_incomplete_message() {
-                "the kubelet closed the connection before answering".into()
-            } else {
-                e.to_string()
-            },
+        let http_err = |e: hyper::Error| {
+            if let Some(alert) = alert_in(&e) {
+                let client_cert = self.tls.as_ref().is_some_and(|t| t.client.is_some());
+                return KubeletError::Tls {
+                    addr: self.target.url.clone(),
+                    detail: format!("the kubelet rejected the handshake ({alert:?})"),
+                    fix: if client_cert {
+                        "the kubelet does not accept the client certificate \
+                         (kubelet.client_cert_file): it must be current and signed by the CA of \
+                         the kubelet's --client-ca-file (the cluster CA)"
+                    } else {
+                        "the kubelet may require a client certificate \
+                         (kubelet.client_cert_file); check its logs and TLS settings"
+                    },
+                };
+            }
+            KubeletError::Http {
+                url: self.target.url.clone(),
+                detail: if e.is_incomplete_message() {
+                    "the kubelet closed the connection before answering".into()
+                } else {
+                    e.to_string()
+                },
+            }
         };
         let (mut sender, conn) = timeout_at(
             deadline,

@@ -27,6 +27,18 @@ pub enum KubeletError {
     )]
     NoCa { default: PathBuf },
     #[error(
+        "cannot use the kubelet client certificate {cert} with the key {key} \
+         (kubelet.client_cert_file, kubelet.client_key_file): {reason}. Fix: point both at \
+         readable PEM files of one pair (on kubeadm nodes \
+         /var/lib/kubelet/pki/kubelet-client-current.pem holds both), or unset them and use \
+         kubelet.token_file"
+    )]
+    ClientCert {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error(
         "cannot read the bearer token from {path} (kubelet.token_file): {source}. Fix: mount a \
          service-account token there (automountServiceAccountToken: true), or set \
          kubelet.token_file to the token's path"
@@ -196,6 +208,7 @@ impl KubeletError {
             KubeletError::InvalidUrl { .. }
                 | KubeletError::CaFile { .. }
                 | KubeletError::NoCa { .. }
+                | KubeletError::ClientCert { .. }
                 | KubeletError::TokenFile { .. }
                 | KubeletError::TokenUnusable { .. }
         )

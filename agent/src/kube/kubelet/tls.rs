@@ -30,19 +30,41 @@ fn load_roots(path: &std::path::Path) -> Result<RootCertStore, KubeletError> {
     })
 }
 
-pub(super) fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, KubeletError> {
+/// A client certificate and its key (PEM files; may be one file).
+#[derive(Clone, Debug)]
+pub(super) struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub(super) fn client_config(
+    trust: &Trust,
+    client: Option<&ClientCert>,
+) -> Result<Arc<ClientConfig>, KubeletError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| KubeletError::Internal(format!("TLS setup: {e}")))?;
-    let mut config = match trust {
-        Trust::CaFile(path) => builder
-            .with_root_certificates(load_roots(path)?)
-            .with_no_client_auth(),
+    let builder = match trust {
+        Trust::CaFile(path) => builder.with_root_certificates(load_roots(path)?),
         Trust::Anything => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-            .with_no_client_auth(),
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider))),
+    };
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let fail = |reason: String| KubeletError::ClientCert {
+                cert: client.cert.clone(),
+                key: client.key.clone(),
+                reason,
+            };
+            let chain = crate::tls::load_certs(&client.cert).map_err(|e| fail(e.to_string()))?;
+            let key = crate::tls::load_key(&client.key).map_err(|e| fail(e.to_string()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| fail(e.to_string()))?
+        }
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
