@@ -21,8 +21,9 @@ const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
 /// for `promtool check metrics` and a real Prometheus server scraping the agent; and what
 /// `cargo xtask image` / `dist` build with: musl-tools (the static binary's C parts), binutils
 /// (objcopy: debug info to a separate file), umoci and skopeo (an OCI image with no registry);
-/// curl, a real HTTPS client of the agent's API.
-const PACKAGES: [&str; 10] = [
+/// curl, a real HTTPS client of the agent's API; containerd (and its `ctr`), the runtime the
+/// image is imported into as the README says.
+const PACKAGES: [&str; 11] = [
     "runc",
     "busybox-static",
     "libbpf-tools",
@@ -33,6 +34,7 @@ const PACKAGES: [&str; 10] = [
     "umoci",
     "skopeo",
     "curl",
+    "containerd",
 ];
 
 /// The target of the self-contained binary (`cargo xtask image`, `dist`).
