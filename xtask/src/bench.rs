@@ -20,24 +20,46 @@ use anyhow::{Context, Result, bail};
 use crate::cmd::{agent_binary, cargo, status, target_dir};
 
 struct Workload {
+    /// What `--only` names.
+    key: &'static str,
     name: &'static str,
     load: &'static str,
+    /// Its name in the report.
     peer: &'static str,
-    peer_args: &'static [&'static str],
+    kind: PeerKind,
 }
 
-const WORKLOADS: [Workload; 2] = [
+/// What runs side by side with the host build of Sonde.
+#[derive(Clone, Copy)]
+enum PeerKind {
+    /// A peer tracer from libbpf-tools, with its arguments.
+    Tool(&'static [&'static str]),
+    /// The image's static (musl) build of Sonde itself, so the two builds are compared in the
+    /// same run.
+    StaticSonde,
+}
+
+const WORKLOADS: [Workload; 3] = [
     Workload {
+        key: "tcp",
         name: "TCP connect/send/recv/close",
         load: "tcp",
         peer: "tcplife",
-        peer_args: &[],
+        kind: PeerKind::Tool(&[]),
     },
     Workload {
+        key: "exec",
         name: "fork/exec/exit",
         load: "exec",
         peer: "execsnoop",
-        peer_args: &[],
+        kind: PeerKind::Tool(&[]),
+    },
+    Workload {
+        key: "image",
+        name: "TCP connect/send/recv/close: host build vs the image's static (musl) build",
+        load: "tcp",
+        peer: "sonde-static",
+        kind: PeerKind::StaticSonde,
     },
 ];
 
@@ -130,12 +152,17 @@ pub struct Running {
 }
 
 pub fn start_sonde(dir: &Path) -> Result<Running> {
+    start_sonde_binary(&agent_binary(true), dir)
+}
+
+/// [`start_sonde`] with another build of the agent.
+fn start_sonde_binary(binary: &Path, dir: &Path) -> Result<Running> {
     let notify_path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&notify_path);
     let notify = UnixDatagram::bind(&notify_path)?;
     notify.set_read_timeout(Some(Duration::from_millis(200)))?;
     let stats = dir.join("stats.json");
-    let child = Command::new(agent_binary(true))
+    let child = Command::new(binary)
         .args([
             "run",
             "--output",
@@ -175,9 +202,9 @@ pub fn start_sonde(dir: &Path) -> Result<Running> {
     }
 }
 
-fn start_peer(w: &Workload) -> Result<Running> {
+fn start_peer(w: &Workload, args: &[&str]) -> Result<Running> {
     let child = Command::new(peer_path(w.peer)?)
-        .args(w.peer_args)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -245,11 +272,17 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
 
     println!("sonde bench: {rounds} rounds x {seconds} s per configuration, 2 cores\n");
     let wanted = |name: &str| only.is_none_or(|o| o == name);
-    for w in WORKLOADS.iter().filter(|w| wanted(w.load)) {
+    let static_binary = if wanted("image") {
+        Some(crate::package::static_binary()?.0)
+    } else {
+        None
+    };
+    for w in WORKLOADS.iter().filter(|w| wanted(w.key)) {
         let mut rates: [Vec<f64>; 3] = Default::default();
         let mut ratio_sonde = Vec::new();
         let mut ratio_peer = Vec::new();
         let mut sonde_runs = Vec::new();
+        let mut peer_runs = Vec::new();
         for round in 0..rounds {
             // Rotate the order each round so drift does not favour one configuration.
             let mut order = [Tracer::None, Tracer::Sonde, Tracer::Peer];
@@ -259,7 +292,11 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
                 let running = match tracer {
                     Tracer::None => None,
                     Tracer::Sonde => Some(start_sonde(&dir)?),
-                    Tracer::Peer => Some(start_peer(w)?),
+                    Tracer::Peer => Some(match (w.kind, &static_binary) {
+                        (PeerKind::Tool(args), _) => start_peer(w, args)?,
+                        (PeerKind::StaticSonde, Some(bin)) => start_sonde_binary(bin, &dir)?,
+                        (PeerKind::StaticSonde, None) => bail!("the static build was not made"),
+                    }),
                 };
                 let cpu_before = running.as_ref().map(|r| cpu_seconds(r.child.id()));
                 let rate = run_load(&load_bin, w.load, seconds)?;
@@ -268,7 +305,11 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
                     && let Some(mut s) = stop(r)?
                 {
                     s.cpu_s = cpu_after.unwrap_or(0.0) - cpu_before.unwrap_or(0.0);
-                    sonde_runs.push(s);
+                    if tracer == Tracer::Peer {
+                        peer_runs.push(s);
+                    } else {
+                        sonde_runs.push(s);
+                    }
                 }
                 let i = tracer as usize;
                 round_rates[i] = rate;
@@ -286,10 +327,6 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
                 round_rates[2]
             );
         }
-        let lost: u64 = sonde_runs.iter().map(|s| s.lost).sum();
-        let events: u64 = sonde_runs.iter().map(|s| s.events).sum();
-        let mut cpu: Vec<f64> = sonde_runs.iter().map(|s| s.cpu_s / seconds).collect();
-        let rss = sonde_runs.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0);
         println!("{}", w.name);
         println!(
             "  throughput (median ops/s): none {:.0}, sonde {:.0}, {} {:.0}",
@@ -306,11 +343,21 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
             median(&mut ratio_peer.clone()),
             (1.0 - median(&mut ratio_peer)) * 100.0
         );
-        println!(
-            "  sonde: {events} events, {lost} lost, CPU {:.1}% of one core (median), peak RSS {:.1} MiB\n",
-            median(&mut cpu) * 100.0,
-            rss as f64 / 1024.0
-        );
+        for (label, runs) in [("sonde", &sonde_runs), (w.peer, &peer_runs)] {
+            if runs.is_empty() {
+                continue;
+            }
+            let lost: u64 = runs.iter().map(|s| s.lost).sum();
+            let events: u64 = runs.iter().map(|s| s.events).sum();
+            let mut cpu: Vec<f64> = runs.iter().map(|s| s.cpu_s / seconds).collect();
+            let rss = runs.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0);
+            println!(
+                "  {label}: {events} events, {lost} lost, CPU {:.1}% of one core (median), peak RSS {:.1} MiB",
+                median(&mut cpu) * 100.0,
+                rss as f64 / 1024.0
+            );
+        }
+        println!();
     }
     let result = (|| {
         if wanted("bootstrap") {

@@ -49,7 +49,8 @@ enum Command {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
-        /// Only this part: tcp, exec, bootstrap (start-up scan), metadata (memory with
+        /// Only this part: tcp, exec, image (the TCP loop under the host build and the image's
+        /// static musl build, side by side), bootstrap (start-up scan), metadata (memory with
         /// 500 pods) or micro (in-process benches: attribution,
         /// Kubernetes join, /metrics scrape, event stream
         /// throughput).

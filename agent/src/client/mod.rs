@@ -201,28 +201,29 @@ async fn handshake(
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, stream)
         .await
-        .map_err(|err| {
-            use rustls::{CertificateError as C, Error as E};
-            let tls = err.get_ref().and_then(|e| e.downcast_ref::<E>());
-            let fix = match tls {
-                Some(E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
-                    "the agent's certificate does not name this address: add it to the \
-                     certificate's SANs, or give the name it carries with --tls-server-name"
-                }
-                Some(E::InvalidCertificate(C::UnknownIssuer)) => {
-                    "give --ca-file the CA that signed the agent's api.tls_cert_file"
-                }
-                Some(E::InvalidCertificate(
-                    C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
-                )) => "renew the agent's certificate (api.tls_cert_file; it is re-read when it changes)",
-                Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) | None => {
-                    "check that the agent serves HTTPS on this address (api.tls_cert_file is set \
-                     in its configuration)"
-                }
-                Some(_) => "check the agent's certificate and logs",
-            };
-            fail(err.to_string(), fix)
-        })
+        .map_err(|err| fail(err.to_string(), tls_fix(&err)))
+}
+
+/// The fix for a failed handshake with the agent.
+fn tls_fix(err: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError as C, Error as E};
+    match err.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+        Some(E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
+            "the agent's certificate does not name this address: add it to the certificate's \
+             SANs, or give the name it carries with --tls-server-name"
+        }
+        Some(E::InvalidCertificate(C::UnknownIssuer)) => {
+            "give --ca-file the CA that signed the agent's api.tls_cert_file"
+        }
+        Some(E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        )) => "renew the agent's certificate (api.tls_cert_file; it is re-read when it changes)",
+        Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) | None => {
+            "check that the agent serves HTTPS on this address (api.tls_cert_file is set in its \
+             configuration)"
+        }
+        Some(_) => "check the agent's certificate and logs",
+    }
 }
 
 async fn exchange<I>(io: I, addr: SocketAddr, token: Option<&str>) -> Result<Bytes, ClientError>
