@@ -10,6 +10,7 @@
 //! - [`http`]: the one HTTP server (cap, timeouts, bodies) that `/metrics` and the API use;
 //! - [`api`] / [`client`]: the HTTP API (`/v1/events`, `/v1/status`) and `sonde status`;
 //! - [`tls`]: PEM files, the crypto provider, the API's reloading serving certificate;
+//! - [`cluster`]: once-per-cluster duties, run by the elected leader;
 //! - [`config`]: one configuration model (defaults < file < env < flags);
 //! - [`run`]: the `sonde run` pipeline tying them together.
 
@@ -18,6 +19,7 @@ pub mod api;
 pub mod capture;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod diagnose;
 pub mod enrich;

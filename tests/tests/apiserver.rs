@@ -82,7 +82,7 @@ async fn start_synced(standin: ApiserverStandin) -> Running {
 /// Waits until every resource has `n` watches open on the stand-in.
 async fn wait_watches(standin: &ApiserverStandin, n: usize) {
     poll_until_async(format!("{n} watch(es) open per resource"), WAIT, || {
-        let open: Vec<(Resource, usize)> = Resource::ALL
+        let open: Vec<(Resource, usize)> = Resource::SOURCE_KINDS
             .iter()
             .map(|&r| (r, standin.open_watches(r)))
             .collect();

@@ -69,10 +69,19 @@ pub enum Resource {
     Jobs,
     Services,
     EndpointSlices,
+    /// Namespaced, also served by name: get, create, replace (see [`NAMESPACED`]).
+    Leases,
 }
 
+/// The namespaced resources the stand-in also serves per object, under
+/// `<prefix><namespace>/<plural>[/<name>]`: get, list and watch in a namespace, create (409
+/// AlreadyExists) and replace (409 Conflict unless `metadata.resourceVersion` is current).
+pub const NAMESPACED: [(Resource, &str); 1] =
+    [(Resource::Leases, "/apis/coordination.k8s.io/v1/namespaces/")];
+
 impl Resource {
-    pub const ALL: [Resource; 7] = [
+    /// The kinds the agent's apiserver metadata source watches (one watch each).
+    pub const SOURCE_KINDS: [Resource; 7] = [
         Resource::Pods,
         Resource::Nodes,
         Resource::Namespaces,
@@ -80,6 +89,18 @@ impl Resource {
         Resource::Jobs,
         Resource::Services,
         Resource::EndpointSlices,
+    ];
+
+    /// Every kind served.
+    pub const ALL: [Resource; 8] = [
+        Resource::Pods,
+        Resource::Nodes,
+        Resource::Namespaces,
+        Resource::ReplicaSets,
+        Resource::Jobs,
+        Resource::Services,
+        Resource::EndpointSlices,
+        Resource::Leases,
     ];
 
     /// The cluster-wide collection path.
@@ -92,6 +113,7 @@ impl Resource {
             Resource::ReplicaSets => "/apis/apps/v1/replicasets",
             Resource::Jobs => "/apis/batch/v1/jobs",
             Resource::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
+            Resource::Leases => "/apis/coordination.k8s.io/v1/leases",
         }
     }
 
@@ -104,6 +126,7 @@ impl Resource {
             Resource::ReplicaSets => "ReplicaSet",
             Resource::Jobs => "Job",
             Resource::EndpointSlices => "EndpointSlice",
+            Resource::Leases => "Lease",
         }
     }
 
@@ -113,6 +136,7 @@ impl Resource {
             Resource::ReplicaSets => "apps/v1",
             Resource::Jobs => "batch/v1",
             Resource::EndpointSlices => "discovery.k8s.io/v1",
+            Resource::Leases => "coordination.k8s.io/v1",
         }
     }
 
@@ -205,6 +229,10 @@ struct State {
     seen: Vec<SeenApiRequest>,
     /// SelfSubjectAccessReviews asked: (group, resource[/subresource], verb).
     access_reviews: Vec<Grant>,
+    /// Per-object requests (get, create, update) and whether they were refused as unavailable.
+    object_requests: Vec<(Resource, &'static str, bool)>,
+    /// Every per-object request answers 503 ([`ApiserverStandin::set_unavailable`]).
+    unavailable: bool,
 }
 
 impl State {
@@ -260,6 +288,8 @@ impl ApiserverStandin {
             forbidden: BTreeSet::new(),
             policy: None,
             access_reviews: Vec::new(),
+            object_requests: Vec::new(),
+            unavailable: false,
             seen: Vec::new(),
         }));
         let tls = ca
@@ -529,6 +559,17 @@ impl ApiserverStandin {
     }
 
     /// The requests so far that were refused with 403.
+    /// From now on, every per-object request (get, create, replace) answers 503, as an
+    /// apiserver that cannot reach etcd does.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        lock(&self.state).unavailable = unavailable;
+    }
+
+    /// Per-object requests so far: (resource, verb, answered 503).
+    pub fn object_requests(&self) -> Vec<(Resource, &'static str, bool)> {
+        lock(&self.state).object_requests.clone()
+    }
+
     /// The SelfSubjectAccessReviews asked so far, in order.
     pub fn access_reviews(&self) -> Vec<Grant> {
         lock(&self.state).access_reviews.clone()
@@ -646,6 +687,15 @@ fn routes(state: Shared) -> Router {
             Arc::new(move |request| Box::pin(serve(Arc::clone(&state), resource, request)));
         router = router.route(Method::GET, resource.path(), handler);
     }
+    for (resource, prefix) in NAMESPACED {
+        for method in [Method::GET, Method::POST, Method::PUT] {
+            let state = Arc::clone(&state);
+            let handler: Handler = Arc::new(move |request| {
+                Box::pin(object_route(Arc::clone(&state), resource, prefix, request))
+            });
+            router = router.prefix(method, prefix, handler);
+        }
+    }
     for path in [SELF_SUBJECT_REVIEWS, SELF_SUBJECT_ACCESS_REVIEWS] {
         let state = Arc::clone(&state);
         let handler: Handler =
@@ -653,6 +703,169 @@ fn routes(state: Shared) -> Router {
         router = router.route(Method::POST, path, handler);
     }
     router
+}
+
+/// One object of a [`NAMESPACED`] resource: `GET` (one, or the namespace's list and watch),
+/// `POST` (create), `PUT` (replace, with the resourceVersion precondition).
+async fn object_route(
+    state: Shared,
+    resource: Resource,
+    prefix: &'static str,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let rest = path.strip_prefix(prefix).unwrap_or_default();
+    let mut parts = rest.split('/');
+    let (namespace, plural, name) = (
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().unwrap_or_default(),
+        parts.next().map(str::to_string),
+    );
+    if plural != resource.plural() {
+        return status_response(
+            404,
+            &status(404, "NotFound", "no such resource", json!(null)),
+        );
+    }
+    let method = request.method().clone();
+    if method == Method::GET && name.is_none() {
+        return serve_in(state, resource, Some(namespace), request).await;
+    }
+    let bearer = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let body = match request.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return status_response(400, &status(400, "BadRequest", "body", json!(null))),
+    };
+    let verb = match (&method, &name) {
+        (&Method::GET, _) => "get",
+        (&Method::POST, None) => "create",
+        (&Method::PUT, Some(_)) => "update",
+        _ => return status_response(405, &status(405, "MethodNotAllowed", "method", json!(null))),
+    };
+    let mut s = lock(&state);
+    let unavailable = s.unavailable;
+    s.object_requests.push((resource, verb, unavailable));
+    if s.unavailable {
+        return status_response(
+            503,
+            &status(
+                503,
+                "ServiceUnavailable",
+                "the stand-in is unavailable",
+                json!(null),
+            ),
+        );
+    }
+    if bearer.as_deref() != Some(s.token.as_str()) {
+        return status_response(
+            401,
+            &status(401, "Unauthorized", "Unauthorized", json!(null)),
+        );
+    }
+    if !s.allows(resource.group(), resource.plural(), verb) {
+        let message = format!(
+            "{plural} is forbidden: User \"{AGENT_USER}\" cannot {verb} resource \"{plural}\" in \
+             API group \"{group}\" in the namespace \"{namespace}\"",
+            plural = resource.plural(),
+            group = resource.group(),
+        );
+        return status_response(403, &status(403, "Forbidden", &message, json!(null)));
+    }
+    let not_found = |name: &str| {
+        status_response(
+            404,
+            &status(
+                404,
+                "NotFound",
+                &format!("{} \"{name}\" not found", resource.plural()),
+                json!({"name": name, "kind": resource.plural()}),
+            ),
+        )
+    };
+    let key = |name: &str| (resource, namespace.clone(), name.to_string());
+    match verb {
+        "get" => {
+            let name = name.unwrap_or_default();
+            match s.objects.get(&key(&name)) {
+                Some(object) => json_response(serde_json::to_vec(object).unwrap_or_default()),
+                None => not_found(&name),
+            }
+        }
+        _ => {
+            let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
+                return status_response(400, &status(400, "BadRequest", "not JSON", json!(null)));
+            };
+            let object_name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let target = name.clone().unwrap_or_else(|| object_name.clone());
+            let current = s.objects.get(&key(&target)).cloned();
+            match (verb, &current) {
+                ("create", Some(_)) => {
+                    return status_response(
+                        409,
+                        &status(
+                            409,
+                            "AlreadyExists",
+                            "already exists",
+                            json!({"name": target}),
+                        ),
+                    );
+                }
+                ("update", None) => return not_found(&target),
+                ("update", Some(current)) => {
+                    let sent = object["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default();
+                    let stored = current["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default();
+                    if sent != stored {
+                        return status_response(
+                            409,
+                            &status(
+                                409,
+                                "Conflict",
+                                "Operation cannot be fulfilled: the object has been modified; \
+                                 please apply your changes to the latest version and try again",
+                                json!({"name": target}),
+                            ),
+                        );
+                    }
+                }
+                _ => {}
+            }
+            s.rv += 1;
+            let rv = s.rv;
+            object["kind"] = json!(resource.kind());
+            object["apiVersion"] = json!(resource.api_version());
+            object["metadata"]["namespace"] = json!(namespace);
+            object["metadata"]["name"] = json!(target);
+            object["metadata"]["resourceVersion"] = json!(rv.to_string());
+            s.objects.insert(key(&target), object.clone());
+            s.publish(HistoryEvent {
+                rv,
+                resource,
+                kind: if current.is_some() {
+                    "MODIFIED"
+                } else {
+                    "ADDED"
+                },
+                object: object.clone(),
+            });
+            let mut response = json_response(serde_json::to_vec(&object).unwrap_or_default());
+            if verb == "create" {
+                *response.status_mut() = StatusCode::CREATED;
+            }
+            response
+        }
+    }
 }
 
 const SELF_SUBJECT_REVIEWS: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
@@ -815,6 +1028,16 @@ fn bookmark_line(resource: Resource, metadata_only: bool, rv: u64) -> Bytes {
 }
 
 async fn serve(state: Shared, resource: Resource, request: Request<Incoming>) -> Response<Body> {
+    serve_in(state, resource, None, request).await
+}
+
+/// List or watch `resource`, in `namespace` when given.
+async fn serve_in(
+    state: Shared,
+    resource: Resource,
+    namespace: Option<String>,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let query = request.uri().query().unwrap_or_default().to_string();
     let bearer = request
         .headers()
@@ -829,7 +1052,10 @@ async fn serve(state: Shared, resource: Resource, request: Request<Incoming>) ->
         .is_some_and(|v| v.contains("as=PartialObjectMetadata"));
     let watch = matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"));
     let rv_param = query_param(&query, "resourceVersion").unwrap_or_default();
-    let selector = parse_selector(&query_param(&query, "fieldSelector").unwrap_or_default());
+    let mut selector = parse_selector(&query_param(&query, "fieldSelector").unwrap_or_default());
+    if let Some(namespace) = namespace {
+        selector.push(("metadata.namespace".into(), namespace));
+    }
     let bookmarks = query_param(&query, "allowWatchBookmarks").as_deref() == Some("true");
 
     let mut s = lock(&state);
