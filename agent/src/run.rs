@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub node_name: Option<String>,
     /// The apiserver source's configuration (`kubernetes.*`).
     pub kubernetes: KubernetesConfig,
+    /// Contend for the cluster's leader Lease (`leader_election.*`).
+    pub leader_election: crate::cluster::leader::LeaderElectionConfig,
 }
 
 impl RunOptions {
@@ -74,6 +76,7 @@ impl RunOptions {
             node_name: config.node_name.clone(),
             kubelet: kubelet_options(config),
             kubernetes: config.kubernetes.clone(),
+            leader_election: config.leader_election.clone(),
             metrics: config.metrics.enabled.then(|| config.metrics.clone()),
             output_file: config.output.file.clone().map(|path| RotateOptions {
                 path,
@@ -363,6 +366,10 @@ pub async fn run(
     if let Some(a) = &apiserver {
         pipeline.apiserver(a.subscribe());
     }
+    let elector = crate::cluster::start_election(&opts.leader_election, &opts.kubernetes).await;
+    if let Some(e) = &elector {
+        pipeline.leader(e.subscribe());
+    }
 
     // Sinks: the event stream (or the --summary table), the event hub, metrics, workloads.
     let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
@@ -425,6 +432,8 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_stopper(opts.duration, stop_tx.clone());
+    let stopped = stop_tx.clone();
+    let release = elector.map(|e| crate::cluster::release_on_stop(e, stop_rx.clone()));
     // The output going away (`sonde run | head`) also ends the run.
     tokio::spawn(async move {
         while !output_closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -440,6 +449,11 @@ pub async fn run(
     tracing::info!("capture running");
 
     let read = reader.run(&mut pipeline, stop_rx).await;
+    // However the run ended, the Lease is freed before the agent exits.
+    let _ = stopped.send(true);
+    if let Some(release) = release {
+        let _ = release.await;
+    }
     for server in servers {
         server.abort();
     }

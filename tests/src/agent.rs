@@ -208,6 +208,11 @@ impl Agent {
     /// [`Agent::metrics_addr`]), so agents of concurrent tests never collide.
     /// The HTTP API is off unless `extra` sets `--api-listen` (tests run agents in parallel).
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// [`Self::start`] with these environment variables set (e.g. the downward API's).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         crate::require_root();
         let dir = tempfile::tempdir().expect("tempdir");
         let notify = NotifySocket::bind(dir.path());
@@ -229,6 +234,7 @@ impl Agent {
             })
             .env("NOTIFY_SOCKET", notify.path())
             .env("SONDE_LOG_LEVEL", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -328,3 +328,53 @@ fn a_kubelet_client_certificate_authenticates_without_a_token() {
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("kubelet.client_key_file"), "{stderr}");
 }
+
+/// An agent that would contend for the leader Lease (a pod: `POD_NAMESPACE`) is checked for
+/// the leader-election Role too: PASS with it, FAIL naming the Role's file without it.
+#[test]
+fn the_leader_election_role_is_checked_in_a_pod() {
+    sonde_tests::require_root();
+    let apiserver = ApiserverStandin::start();
+    let role = |file: &str| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../manifests/base/{file}"))
+    };
+    let report = |policy: Policy| {
+        apiserver.enforce(policy);
+        let out = Command::new(sonde_bin())
+            .args([
+                "diagnose",
+                "--json",
+                "--kubelet-enabled",
+                "false",
+                "--node-name",
+            ])
+            .arg(FIXTURE_NODE)
+            .arg("--kubeconfig")
+            .arg(apiserver.kubeconfig())
+            .env("POD_NAMESPACE", "sonde")
+            .env("POD_NAME", "agent-a")
+            .output()
+            .expect("sonde diagnose");
+        let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        (out.status.code(), report)
+    };
+    let name = "RBAC get, create, update, list, watch coordination.k8s.io/leases";
+    let both = Policy::from_cluster_roles(&[
+        role("clusterrole.yaml").as_path(),
+        role("leader-election-role.yaml").as_path(),
+    ]);
+    let (code, ok) = report(both);
+    assert_eq!(check(&ok, "apiserver", name)["verdict"], "PASS", "{ok:#}");
+    assert_eq!(code, Some(0), "{ok:#}");
+    let (code, missing) = report(base_policy());
+    let c = check(&missing, "apiserver", name);
+    assert_eq!(c["verdict"], "FAIL", "{c}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("leader-election-role.yaml"),
+        "{c}"
+    );
+    assert_eq!(code, Some(1));
+}

@@ -385,6 +385,17 @@ fn connections_to_a_service_and_to_a_pod_are_named() {
             Err(round.iter().map(|&c| close(&events, c)).collect::<Vec<_>>())
         }
     });
+    // The pods watch lists on its own schedule: wait for every kind, not only the Services.
+    let mut agent = agent;
+    let readyz = agent.metrics_addr();
+    poll_until("every apiserver kind synced", WAIT, || {
+        let (_, body) = sonde_tests::api::get(readyz, "/readyz");
+        if body.contains("[+]apiserver synced") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
     let stopped = agent.stop();
     stopped.assert_nothing_lost();
     let first = |port: u16, kind: &str| {

@@ -110,6 +110,7 @@ async fn one_leader_at_a_time_release_hands_over_at_once_and_a_vanished_leader_i
     leader.release(Duration::from_secs(2)).await;
     let (second, _) = watch_leaders(&electors, Duration::from_secs(2), |l| l.len() == 1).await;
     let handover = released.elapsed();
+    eprintln!("hand-over after a release: {handover:?}");
     assert!(
         handover < Duration::from_secs(2),
         "hand-over took {handover:?}"

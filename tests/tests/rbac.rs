@@ -23,6 +23,7 @@ fn manifest(path: &str) -> PathBuf {
 }
 
 const BASE_ROLE: &str = "base/clusterrole.yaml";
+const LEADER_ROLE: &str = "base/leader-election-role.yaml";
 const LABELS_ROLE: &str = "components/labels/clusterrole.yaml";
 
 fn policy(files: &[&str]) -> Policy {
@@ -48,6 +49,10 @@ impl Cluster {
     }
 
     fn agent(&self, extra: &[&str]) -> Agent {
+        self.agent_with_env(extra, &[])
+    }
+
+    fn agent_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut args = vec![
             "--kubeconfig".to_string(),
             self.apiserver.kubeconfig().display().to_string(),
@@ -57,7 +62,7 @@ impl Cluster {
         args.extend(self.kubelet.agent_flags());
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Agent::start(&args)
+        Agent::start_with_env(&args, env)
     }
 
     /// What the agent's requests needed: the apiserver's, and the kubelet's `GET /pods` (either
@@ -147,4 +152,64 @@ fn label_allow_lists_need_the_labels_component_and_name_the_rule_without_it() {
     let refused = cluster.apiserver.forbidden_requests();
     assert!(refused.is_empty(), "refused by the roles: {refused:#?}");
     assert_eq!(&cluster.used(), granted.grants());
+}
+
+/// Agents running as the DaemonSet's pods (`POD_NAME`, `POD_NAMESPACE`) also elect a leader:
+/// together they need exactly the base ClusterRole and the leader-election Role — the leader
+/// creates and renews the Lease, the stand-by reads and watches it.
+#[test]
+fn elected_agents_need_exactly_the_base_roles() {
+    let granted = policy(&[BASE_ROLE, LEADER_ROLE]);
+    let cluster = Cluster::enforcing(&granted);
+    let timings = [
+        "--set",
+        "leader_election.lease_duration=3s",
+        "--set",
+        "leader_election.renew_deadline=2s",
+        "--set",
+        "leader_election.retry_period=300ms",
+    ];
+    let mut agents: Vec<Agent> = ["agent-a", "agent-b"]
+        .iter()
+        .map(|name| {
+            cluster.agent_with_env(&timings, &[("POD_NAME", name), ("POD_NAMESPACE", "sonde")])
+        })
+        .collect();
+    for agent in &mut agents {
+        wait_readyz(
+            agent,
+            &["[+]kubelet synced: ", "[+]apiserver synced: 5 kinds"],
+        );
+    }
+    let leases = ("coordination.k8s.io".to_string(), "leases".to_string());
+    poll_until(
+        "the Lease created, renewed and watched",
+        Duration::from_secs(20),
+        || {
+            let used = cluster.used();
+            let has =
+                |verb: &str| used.contains(&(leases.0.clone(), leases.1.clone(), verb.into()));
+            if ["create", "update", "get", "watch", "list"]
+                .iter()
+                .all(|v| has(v))
+            {
+                Ok(())
+            } else {
+                Err(used)
+            }
+        },
+    );
+    let refused = cluster.apiserver.forbidden_requests();
+    let refused_objects = cluster.apiserver.forbidden_object_requests();
+    assert!(
+        refused.is_empty() && refused_objects.is_empty(),
+        "refused by the roles: {refused:#?} {refused_objects:?}"
+    );
+    let used = cluster.used();
+    let unused: Vec<_> = granted.grants().difference(&used).collect();
+    let missing: Vec<_> = used.difference(granted.grants()).collect();
+    assert!(
+        unused.is_empty() && missing.is_empty(),
+        "granted but never used: {unused:?}; used but not granted: {missing:?}"
+    );
 }

@@ -141,6 +141,19 @@ pub fn render(status: &Status, out: &mut Vec<u8>) {
         source(&a.metadata.kubelet),
         source(&a.metadata.apiserver)
     );
+    if let Some(l) = &a.leader {
+        let role = if l.leader { "leader" } else { "stand-by" };
+        let holder = l.holder.as_deref().unwrap_or("none");
+        let _ = write!(
+            out,
+            "Cluster: {role} ({}, Lease {} held by {holder}, {} transitions)",
+            l.identity, l.lease, l.transitions
+        );
+        if let Some(err) = &l.error {
+            let _ = write!(out, ", error: {err}");
+        }
+        out.push(b'\n');
+    }
     out.push(b'\n');
 
     let rows: Vec<[String; 9]> = status.workloads.iter().map(|w| row(w, now)).collect();

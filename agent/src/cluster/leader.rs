@@ -40,6 +40,60 @@ use tokio::{
 /// The Lease every agent of a cluster contends for.
 pub const LEASE_NAME: &str = "sonde-leader-election";
 
+/// `leader_election.*`: whether this agent contends, and the timing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaderElectionConfig {
+    /// `null`: on in a pod whose apiserver metadata is on (`POD_NAMESPACE` or a service
+    /// account namespace), off on a host.
+    pub enabled: Option<bool>,
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    #[serde(with = "humantime_serde")]
+    pub renew_deadline: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_period: Duration,
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            lease_duration: Duration::from_secs(60),
+            renew_deadline: Duration::from_secs(30),
+            retry_period: Duration::from_secs(15),
+        }
+    }
+}
+
+impl LeaderElectionConfig {
+    /// `lease_duration > renew_deadline > retry_period`, as the protocol needs: the failing
+    /// key and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.renew_deadline >= self.lease_duration {
+            return Err((
+                "leader_election.renew_deadline",
+                format!(
+                    "{:?} must be shorter than leader_election.lease_duration ({:?}), so that a \
+                     leader that cannot renew stands down before another may take over",
+                    self.renew_deadline, self.lease_duration
+                ),
+            ));
+        }
+        if self.retry_period.is_zero() || self.retry_period >= self.renew_deadline {
+            return Err((
+                "leader_election.retry_period",
+                format!(
+                    "{:?} must be above 0 and shorter than leader_election.renew_deadline ({:?}), \
+                     so that a leader tries to renew more than once before it stands down",
+                    self.retry_period, self.renew_deadline
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The election's timing and its Lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElectionConfig {
@@ -67,8 +121,12 @@ impl ElectionConfig {
 }
 
 /// What the election looks like from this agent.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ElectionState {
+    /// This agent's name in the Lease.
+    pub identity: String,
+    /// `<namespace>/<name>` of the Lease.
+    pub lease: String,
     /// This agent leads: its leader-only tasks may run.
     pub leader: bool,
     /// The Lease's holder as last seen (`None`: free, or not read yet).
@@ -91,7 +149,11 @@ pub struct Elector {
 impl Elector {
     /// Starts contending for the Lease on the current runtime.
     pub fn spawn(client: Client, config: ElectionConfig) -> Self {
-        let (tx, rx) = watch::channel(ElectionState::default());
+        let (tx, rx) = watch::channel(ElectionState {
+            identity: config.identity.clone(),
+            lease: format!("{}/{}", config.namespace, config.lease_name),
+            ..ElectionState::default()
+        });
         let (release_tx, release_rx) = oneshot::channel();
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         let task = tokio::spawn(run(api, config, tx, release_rx));

@@ -53,6 +53,7 @@ pub struct Config {
     pub node_name: Option<String>,
     pub kubelet: KubeletConfig,
     pub kubernetes: KubernetesConfig,
+    pub leader_election: crate::cluster::leader::LeaderElectionConfig,
     pub metrics: MetricsConfig,
     pub api: ApiConfig,
     pub events: EventsConfig,
@@ -181,6 +182,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.leader_election.validate()?;
         match (&self.api.tls_cert_file, &self.api.tls_key_file) {
             (Some(_), None) => {
                 return Err((

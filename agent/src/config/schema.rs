@@ -511,10 +511,40 @@ pub static KEYS: &[Key] = &[
         "Watch ReplicaSets and Jobs (metadata only) to resolve a pod's owner to its controller (a Deployment, a CronJob, any custom controller kind).",
     ),
     key(
+        "kubernetes.namespace",
+        Kind::Str,
+        None,
+        "The agent's own namespace (where its leader-election Lease lives) when neither `POD_NAMESPACE` (downward API) nor the service account's namespace file says.",
+    ),
+    key(
         "kubernetes.max_backoff",
         Kind::Duration,
         None,
         "Longest wait between retries of a failing watch.",
+    ),
+    nullable(key(
+        "leader_election.enabled",
+        Kind::Bool,
+        None,
+        "Contend for the cluster's leader Lease `sonde-leader-election` (one agent does the cluster's duties). `null`: on in a pod with apiserver metadata on, off on a host.",
+    )),
+    key(
+        "leader_election.lease_duration",
+        Kind::Duration,
+        None,
+        "How long the others respect a Lease that stopped being renewed before taking it over.",
+    ),
+    key(
+        "leader_election.renew_deadline",
+        Kind::Duration,
+        None,
+        "A leader that could not renew for this long stands down (shorter than `lease_duration`, so it stops before another starts).",
+    ),
+    key(
+        "leader_election.retry_period",
+        Kind::Duration,
+        None,
+        "How often the leader renews and a stand-by retries (a stand-by also watches the Lease, so a release is taken over at once).",
     ),
     key(
         "metrics.enabled",

@@ -89,6 +89,14 @@ const KUBELET_PODS: [Permission; 2] = [
     },
 ];
 
+/// Leader election: the Lease in the agent's namespace (the Role `sonde-leader-election`).
+const LEASES: Permission = Permission {
+    group: "coordination.k8s.io",
+    resource: "leases",
+    subresource: "",
+    verbs: &["get", "create", "update", "list", "watch"],
+};
+
 async fn bounded<T>(
     request: impl Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, Option<kube::Error>> {
@@ -169,10 +177,14 @@ pub(super) async fn checks(config: &Config, checks: &mut Vec<Check>) {
             subresource: "",
             verbs: &["list", "watch"],
         };
-        checks.push(access(&client, &[permission]).await);
+        checks.push(access(&client, &[permission], None).await);
     }
     if crate::run::kubelet_options(config).is_some() {
-        checks.push(access(&client, &KUBELET_PODS).await);
+        checks.push(access(&client, &KUBELET_PODS, None).await);
+    }
+    if crate::cluster::election_wanted(&config.leader_election, kube) {
+        let namespace = crate::cluster::own_namespace(kube);
+        checks.push(access(&client, &[LEASES], Some(&namespace)).await);
     }
 }
 
@@ -240,9 +252,10 @@ async fn reachable(
     true
 }
 
-/// A SelfSubjectAccessReview for each verb of the permissions: PASS when every verb of any of
-/// them is allowed (they are alternatives), else FAIL naming the first one's rule.
-async fn access(client: &Client, alternatives: &[Permission]) -> Check {
+/// A SelfSubjectAccessReview for each verb of the permissions (in `namespace`, or cluster-wide):
+/// PASS when every verb of any of them is allowed (they are alternatives), else FAIL naming
+/// the first one's rule.
+async fn access(client: &Client, alternatives: &[Permission], namespace: Option<&str>) -> Check {
     let Some(first) = alternatives.first() else {
         return pass(AREA, "RBAC", "nothing to check");
     };
@@ -259,6 +272,7 @@ async fn access(client: &Client, alternatives: &[Permission]) -> Check {
                         subresource: (!permission.subresource.is_empty())
                             .then(|| permission.subresource.to_string()),
                         verb: Some(verb.to_string()),
+                        namespace: namespace.map(str::to_string),
                         ..ResourceAttributes::default()
                     }),
                     ..SelfSubjectAccessReviewSpec::default()
@@ -297,13 +311,19 @@ async fn access(client: &Client, alternatives: &[Permission]) -> Check {
             return pass(AREA, permission.name(), "allowed (SelfSubjectAccessReview)");
         }
     }
+    let role = match namespace {
+        None => CLUSTER_ROLE.to_string(),
+        Some(ns) => format!(
+            "the agent's Role in the namespace {ns} (manifests/base/leader-election-role.yaml)"
+        ),
+    };
     not_pass(
         Verdict::Fail,
         AREA,
         first.name(),
         denied.join("; "),
         format!(
-            "add the rule {} to {CLUSTER_ROLE} and bind it to the agent's identity",
+            "add the rule {} to {role} and bind it to the agent's identity",
             first.rule()
         ),
     )

@@ -59,6 +59,7 @@ impl Status {
                     apiserver: h.apiserver.as_ref().map(SourceState::from_apiserver),
                 },
                 servers: h.servers.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                leader: h.leader.clone(),
             },
             workloads: h.workloads.iter().map(WorkloadStatus::from).collect(),
         }
@@ -111,6 +112,9 @@ pub struct Health {
     /// Connection counters of the HTTP servers, by server (`metrics`, `api`).
     #[serde(default)]
     pub servers: BTreeMap<String, crate::http::ServerCounts>,
+    /// The leader election, when this agent contends (`leader_election`).
+    #[serde(default)]
+    pub leader: Option<crate::cluster::leader::ElectionState>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -99,6 +99,8 @@ pub struct Health {
     pub metrics_publish_deferred: Option<u64>,
     pub kubelet: Option<KubeletSyncState>,
     pub apiserver: Option<ApiserverSyncState>,
+    /// The leader election, when this agent contends.
+    pub leader: Option<crate::cluster::leader::ElectionState>,
     /// The HTTP servers' connection counters, by server (`metrics`, `api`).
     pub servers: BTreeMap<&'static str, ServerCounts>,
 }
@@ -126,6 +128,7 @@ impl Default for Health {
             metrics_publish_deferred: None,
             kubelet: None,
             apiserver: None,
+            leader: None,
             servers: BTreeMap::new(),
         }
     }

@@ -58,6 +58,7 @@ pub struct Pipeline<'a> {
     /// The kernel's drop counters (`None` in unit tests: all zero).
     counters: Option<&'a KernelCounters>,
     apiserver: Option<watch::Receiver<ApiserverSyncState>>,
+    leader: Option<watch::Receiver<crate::cluster::leader::ElectionState>>,
     /// The HTTP servers whose connection counters the health model shows.
     servers: Vec<(&'static str, Arc<ServerStats>)>,
     events: BTreeMap<&'static str, u64>,
@@ -97,6 +98,7 @@ impl<'a> Pipeline<'a> {
             bootstrap_stats: None,
             counters: None,
             apiserver: None,
+            leader: None,
             servers: Vec::new(),
             events: BTreeMap::new(),
             decode_errors: 0,
@@ -126,6 +128,15 @@ impl<'a> Pipeline<'a> {
     /// Follows the apiserver source's state for the health model.
     pub fn apiserver(&mut self, state: watch::Receiver<ApiserverSyncState>) -> &mut Self {
         self.apiserver = Some(state);
+        self
+    }
+
+    /// Follows the leader election for the health model.
+    pub fn leader(
+        &mut self,
+        state: watch::Receiver<crate::cluster::leader::ElectionState>,
+    ) -> &mut Self {
+        self.leader = Some(state);
         self
     }
 
@@ -232,6 +243,7 @@ impl<'a> Pipeline<'a> {
         };
         h.kubelet = self.kube.kubelet.as_ref().map(|k| k.state());
         h.apiserver = self.apiserver.as_ref().map(|a| a.borrow().clone());
+        h.leader = self.leader.as_ref().map(|l| l.borrow().clone());
         for (name, stats) in &self.servers {
             h.servers.insert(name, stats.snapshot());
         }

@@ -233,6 +233,8 @@ struct State {
     object_requests: Vec<(Resource, &'static str, bool)>,
     /// Every per-object request answers 503 ([`ApiserverStandin::set_unavailable`]).
     unavailable: bool,
+    /// Per-object requests refused with 403.
+    forbidden_objects: Vec<(Resource, &'static str)>,
 }
 
 impl State {
@@ -290,6 +292,7 @@ impl ApiserverStandin {
             access_reviews: Vec::new(),
             object_requests: Vec::new(),
             unavailable: false,
+            forbidden_objects: Vec::new(),
             seen: Vec::new(),
         }));
         let tls = ca
@@ -551,14 +554,21 @@ impl ApiserverStandin {
 
     /// What the requests so far needed (`(group, resource, verb)`), allowed or not.
     pub fn grants_used(&self) -> BTreeSet<Grant> {
-        lock(&self.state)
-            .seen
+        let s = lock(&self.state);
+        let objects = s.object_requests.iter().map(|(r, verb, _)| {
+            (
+                r.group().to_string(),
+                r.plural().to_string(),
+                verb.to_string(),
+            )
+        });
+        s.seen
             .iter()
             .map(SeenApiRequest::grant)
+            .chain(objects)
             .collect()
     }
 
-    /// The requests so far that were refused with 403.
     /// From now on, every per-object request (get, create, replace) answers 503, as an
     /// apiserver that cannot reach etcd does.
     pub fn set_unavailable(&self, unavailable: bool) {
@@ -570,11 +580,18 @@ impl ApiserverStandin {
         lock(&self.state).object_requests.clone()
     }
 
+    /// Per-object requests refused with 403: (resource, verb).
+    pub fn forbidden_object_requests(&self) -> Vec<(Resource, &'static str)> {
+        lock(&self.state).forbidden_objects.clone()
+    }
+
     /// The SelfSubjectAccessReviews asked so far, in order.
     pub fn access_reviews(&self) -> Vec<Grant> {
         lock(&self.state).access_reviews.clone()
     }
 
+    /// The list and watch requests so far that were refused with 403 (per-object ones:
+    /// [`Self::forbidden_object_requests`]).
     pub fn forbidden_requests(&self) -> Vec<SeenApiRequest> {
         lock(&self.state)
             .seen
@@ -768,6 +785,7 @@ async fn object_route(
         );
     }
     if !s.allows(resource.group(), resource.plural(), verb) {
+        s.forbidden_objects.push((resource, verb));
         let message = format!(
             "{plural} is forbidden: User \"{AGENT_USER}\" cannot {verb} resource \"{plural}\" in \
              API group \"{group}\" in the namespace \"{namespace}\"",

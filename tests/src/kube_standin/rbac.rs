@@ -18,12 +18,14 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The rules of every ClusterRole in `files` (other kinds in them are ignored).
+    /// The rules of every ClusterRole and Role in `files` (other kinds in them are ignored; a
+    /// Role's namespace and `resourceNames` are not modelled: the stand-ins serve one
+    /// namespace and the agent asks for one name).
     pub fn from_cluster_roles(files: &[&Path]) -> Self {
         let mut grants = BTreeSet::new();
         for path in files {
             for doc in crate::yaml::file(path) {
-                if doc["kind"].as_str() != Some("ClusterRole") {
+                if !matches!(doc["kind"].as_str(), Some("ClusterRole" | "Role")) {
                     continue;
                 }
                 for rule in doc["rules"].as_array().cloned().unwrap_or_default() {

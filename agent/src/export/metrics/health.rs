@@ -292,6 +292,29 @@ pub(super) fn encode(
     if let Some(a) = &h.apiserver {
         encode_apiserver(a, encoder)?;
     }
+    if let Some(l) = &h.leader {
+        let mut m = encoder.encode_descriptor(
+            "sonde_leader",
+            "1 on the agent that holds the cluster's leader Lease (it runs the cluster's duties), 0 on the stand-bys",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(&mut m, &none, i64::from(l.leader))?;
+        let mut m = encoder.encode_descriptor(
+            "sonde_leader_terms",
+            "Times this agent became the leader",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(&mut m, &none, l.terms)?;
+        let mut m = encoder.encode_descriptor(
+            "sonde_leader_transitions",
+            "The Lease's leaseTransitions as last seen: changes of leader in the cluster",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(&mut m, &none, i64::from(l.transitions))?;
+    }
     encode_servers(&h.servers, encoder)?;
 
     if let Some(usage) = SelfUsage::read() {

@@ -62,6 +62,9 @@ pub struct KubernetesConfig {
     /// `kubernetes.node_labels`: this node's label keys shown on events (an allow-list).
     /// Empty (the default): the node is not watched.
     pub node_labels: Vec<String>,
+    /// `kubernetes.namespace`: the agent's own namespace (its Lease) when neither
+    /// `POD_NAMESPACE` nor the service account says.
+    pub namespace: String,
 }
 
 impl Default for KubernetesConfig {
@@ -76,6 +79,7 @@ impl Default for KubernetesConfig {
             pod_labels: Vec::new(),
             namespace_labels: Vec::new(),
             node_labels: Vec::new(),
+            namespace: "sonde".into(),
         }
     }
 }
