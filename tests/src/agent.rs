@@ -66,6 +66,20 @@ pub fn config_show(file: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("sonde config show prints JSON")
 }
 
+/// Runs a `sonde` client command (`status --output json`, `diagnose --json`, …) that must
+/// succeed, and parses its JSON output; fails with its stderr otherwise.
+#[track_caller]
+pub fn client_json(cmd: &mut Command) -> Value {
+    let out = cmd.output().expect("run sonde");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 pub fn sonde_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("SONDE_BIN") {
         return PathBuf::from(bin);

@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value;
 use sonde_tests::{
-    agent::{Agent, sonde_bin},
+    agent::{Agent, client_json, sonde_bin},
     api::free_loopback_addr,
     kube_standin::pki::TestCa,
     poll::poll_until,
@@ -178,51 +178,36 @@ fn the_api_serves_https_with_a_renewable_certificate() {
         ),
     )
     .expect("config");
-    let out = Command::new(sonde_bin())
-        .args(["status", "--output", "json", "--config"])
-        .arg(&config)
-        .output()
-        .expect("sonde status");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let doc = client_json(
+        Command::new(sonde_bin())
+            .args(["status", "--output", "json", "--config"])
+            .arg(&config),
     );
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     assert!(doc["agent"].is_object());
     // … and a CA that did not sign the certificate names the fix.
     let stranger = TestCa::new("not-the-api-ca");
     stranger.write_pem(&files.path("stranger.crt"));
-    let out = Command::new(sonde_bin())
-        .args(["status", "--api", &listen, "--token-file"])
-        .arg(files.path("token"))
-        .arg("--ca-file")
-        .arg(files.path("stranger.crt"))
-        .output()
-        .expect("sonde status");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let refused = |extra: &[&str], ca: &str| {
+        let out = Command::new(sonde_bin())
+            .args(["status", "--api", &listen])
+            .args(extra)
+            .arg("--token-file")
+            .arg(files.path("token"))
+            .arg("--ca-file")
+            .arg(files.path(ca))
+            .output()
+            .expect("sonde status");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{stderr}");
+        stderr
+    };
+    let stderr = refused(&[], "stranger.crt");
     assert!(
         stderr.contains("TLS") && stderr.contains("--ca-file"),
         "{stderr}"
     );
     // … and one for a name the certificate does not carry, the SAN fix.
-    let out = Command::new(sonde_bin())
-        .args([
-            "status",
-            "--api",
-            &listen,
-            "--tls-server-name",
-            "other.example",
-        ])
-        .arg("--token-file")
-        .arg(files.path("token"))
-        .arg("--ca-file")
-        .arg(files.path("ca1.crt"))
-        .output()
-        .expect("sonde status");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = refused(&["--tls-server-name", "other.example"], "ca1.crt");
     assert!(stderr.contains("SANs"), "{stderr}");
 
     // Renewal: both files replaced by a certificate of another CA; new handshakes get it.

@@ -80,6 +80,17 @@ impl Cluster {
     }
 }
 
+/// The roles grant exactly what the agents used: nothing refused, nothing granted in vain.
+#[track_caller]
+fn assert_used_exactly(granted: &Policy, used: &BTreeSet<Grant>) {
+    let unused: Vec<_> = granted.grants().difference(used).collect();
+    let missing: Vec<_> = used.difference(granted.grants()).collect();
+    assert!(
+        unused.is_empty() && missing.is_empty(),
+        "granted but never used: {unused:?}; used but not granted: {missing:?}"
+    );
+}
+
 /// Waits until `/readyz` shows every part of `parts`; returns its body.
 #[track_caller]
 fn wait_readyz(agent: &mut Agent, parts: &[&str]) -> String {
@@ -109,13 +120,7 @@ fn the_default_agent_needs_exactly_the_base_cluster_role() {
     );
     let refused = cluster.apiserver.forbidden_requests();
     assert!(refused.is_empty(), "refused by the role: {refused:#?}");
-    let used = cluster.used();
-    let unused: Vec<_> = granted.grants().difference(&used).collect();
-    let missing: Vec<_> = used.difference(granted.grants()).collect();
-    assert!(
-        unused.is_empty() && missing.is_empty(),
-        "granted but never used: {unused:?}; used but not granted: {missing:?}"
-    );
+    assert_used_exactly(&granted, &cluster.used());
 }
 
 #[test]
@@ -205,11 +210,5 @@ fn elected_agents_need_exactly_the_base_roles() {
         refused.is_empty() && refused_objects.is_empty(),
         "refused by the roles: {refused:#?} {refused_objects:?}"
     );
-    let used = cluster.used();
-    let unused: Vec<_> = granted.grants().difference(&used).collect();
-    let missing: Vec<_> = used.difference(granted.grants()).collect();
-    assert!(
-        unused.is_empty() && missing.is_empty(),
-        "granted but never used: {unused:?}; used but not granted: {missing:?}"
-    );
+    assert_used_exactly(&granted, &cluster.used());
 }

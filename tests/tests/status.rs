@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 use sonde_tests::{
-    agent::{Agent, sonde_bin},
+    agent::{Agent, client_json, sonde_bin},
     api::{self, free_loopback_addr},
     cgroup::{remove_everywhere, v2_root},
     poll::{Shown, poll_until},
@@ -215,17 +215,7 @@ fn sonde_status_finds_the_agent_through_the_run_configuration() {
     let file = dir.path().join("sonde.yaml");
     std::fs::write(&file, format!("api:\n  listen: {addr}\n")).expect("config file");
     let status = |cmd: &mut Command| {
-        let out = cmd
-            .args(["--output", "json"])
-            .env_remove("SONDE_API")
-            .output()
-            .expect("run sonde status");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        let doc = client_json(cmd.args(["--output", "json"]).env_remove("SONDE_API"));
         assert!(doc["workloads"].is_array(), "not a status document: {doc}");
     };
     let sonde = || {
@@ -292,16 +282,11 @@ fn the_api_beyond_loopback_requires_a_bearer_token() {
     let out = sonde_status(&addr.to_string(), &["--output", "json"]);
     assert!(!out.status.success(), "status without the token");
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
-    let out = Command::new(sonde_bin())
-        .args(["status", "--api", &addr.to_string(), "--output", "json"])
-        .arg("--token-file")
-        .arg(&token_file)
-        .output()
-        .expect("sonde status");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    client_json(
+        Command::new(sonde_bin())
+            .args(["status", "--api", &addr.to_string(), "--output", "json"])
+            .arg("--token-file")
+            .arg(&token_file),
     );
     // /metrics stays scrapable without it.
     let mut agent = agent;

@@ -77,9 +77,9 @@ impl Default for ApiConfig {
 impl ApiConfig {
     /// The certificate and key to serve HTTPS with, when both are set (the configuration's
     /// validation refuses one without the other).
-    pub fn tls_files(&self) -> Option<crate::tls::server::TlsFiles> {
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
         match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(cert), Some(key)) => Some(crate::tls::server::TlsFiles {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
             }),

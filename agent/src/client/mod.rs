@@ -262,17 +262,6 @@ where
     Ok(body)
 }
 
-/// One `GET /v1/status`, parsed.
-pub async fn fetch(
-    addr: SocketAddr,
-    token: Option<&str>,
-    tls: Option<&ClientTls>,
-    timeout: Duration,
-) -> Result<Status, ClientError> {
-    let raw = fetch_raw(addr, token, tls, timeout).await?;
-    serde_json::from_slice(&raw).map_err(|source| ClientError::Decode { addr, source })
-}
-
 /// Renders one refresh into `out`.
 async fn once(opts: &StatusOptions, out: &mut Vec<u8>) -> Result<(), ClientError> {
     let raw = fetch_raw(

@@ -62,13 +62,7 @@ impl Permission {
     }
 
     fn rule(&self) -> String {
-        let resource = self.resource_path();
-        let verbs: Vec<String> = self.verbs.iter().map(|v| format!("\"{v}\"")).collect();
-        format!(
-            "{{apiGroups: [\"{}\"], resources: [\"{resource}\"], verbs: [{}]}}",
-            self.group,
-            verbs.join(", ")
-        )
+        crate::kube::apiserver::kind::rbac_rule(self.group, &self.resource_path(), self.verbs)
     }
 }
 

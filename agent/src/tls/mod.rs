@@ -31,6 +31,21 @@ pub fn file_stamp(path: &Path) -> FileStamp {
     Some((meta.modified().ok()?, meta.ino(), meta.len()))
 }
 
+/// A certificate chain (PEM, the end-entity certificate first) and its private key (PEM; may
+/// be the same file): a server's (`api.tls_*`) or a client's (`kubelet.client_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The versions of both files now: when they change, the pair is read again.
+    pub fn stamps(&self) -> [FileStamp; 2] {
+        [file_stamp(&self.cert), file_stamp(&self.key)]
+    }
+}
+
 /// A PEM file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {reason}", path.display())]

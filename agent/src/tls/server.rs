@@ -5,7 +5,7 @@
 //! from different pairs) is logged and the previous certificate kept.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -18,17 +18,11 @@ use rustls::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::{FileStamp, PemError, file_stamp, load_certs, load_key, provider};
+pub use super::TlsFiles;
+use super::{FileStamp, PemError, load_certs, load_key, provider};
 
 /// The files are looked at again at most this often.
 const RECHECK: Duration = Duration::from_secs(1);
-
-/// The certificate chain (PEM, server certificate first) and its key (PEM).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerTlsError {
@@ -56,12 +50,6 @@ pub enum ServerTlsError {
     Setup(String),
 }
 
-type Stamp = FileStamp;
-
-fn stamp(path: &Path) -> Stamp {
-    file_stamp(path)
-}
-
 fn certified_key(
     files: &TlsFiles,
     provider: &CryptoProvider,
@@ -80,10 +68,10 @@ fn certified_key(
 
 struct Current {
     key: Arc<CertifiedKey>,
-    stamps: (Stamp, Stamp),
+    stamps: [FileStamp; 2],
     checked: Instant,
     /// The stamps of a change that could not be loaded, so it is reported once.
-    failed: Option<(Stamp, Stamp)>,
+    failed: Option<[FileStamp; 2]>,
 }
 
 struct Reloading {
@@ -101,15 +89,11 @@ impl std::fmt::Debug for Reloading {
 }
 
 impl Reloading {
-    fn stamps(&self) -> (Stamp, Stamp) {
-        (stamp(&self.files.cert), stamp(&self.files.key))
-    }
-
     fn current(&self) -> Option<Arc<CertifiedKey>> {
         let mut current = self.current.lock().ok()?;
         if current.checked.elapsed() >= RECHECK {
             current.checked = Instant::now();
-            let stamps = self.stamps();
+            let stamps = self.files.stamps();
             if stamps != current.stamps && current.failed != Some(stamps) {
                 match certified_key(&self.files, &self.provider) {
                     Ok(key) => {
@@ -167,7 +151,7 @@ impl ServerTls {
             provider: Arc::clone(&provider),
             current: Mutex::new(Current {
                 key,
-                stamps: (stamp(&files.cert), stamp(&files.key)),
+                stamps: files.stamps(),
                 checked: Instant::now(),
                 failed: None,
             }),
@@ -194,7 +178,7 @@ impl ServerTls {
 mod tests {
     use super::*;
 
-    fn files(dir: &Path) -> TlsFiles {
+    fn files(dir: &std::path::Path) -> TlsFiles {
         TlsFiles {
             cert: dir.join("tls.crt"),
             key: dir.join("tls.key"),

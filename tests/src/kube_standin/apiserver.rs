@@ -42,7 +42,7 @@ use std::{
 use bytes::Bytes;
 use http::{
     Method, Request, Response, StatusCode,
-    header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE},
+    header::{ACCEPT, CONTENT_TYPE},
 };
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming};
@@ -53,7 +53,7 @@ use super::{
     payloads,
     pki::TestCa,
     rbac::{Grant, Policy},
-    server::{Body, Handler, Router, TestServer, json as json_response},
+    server::{Body, Handler, Router, TestServer, bearer, json as json_response},
 };
 
 /// The node the fixture's pods run on.
@@ -91,17 +91,16 @@ impl Resource {
         Resource::EndpointSlices,
     ];
 
-    /// Every kind served.
-    pub const ALL: [Resource; 8] = [
-        Resource::Pods,
-        Resource::Nodes,
-        Resource::Namespaces,
-        Resource::ReplicaSets,
-        Resource::Jobs,
-        Resource::Services,
-        Resource::EndpointSlices,
-        Resource::Leases,
-    ];
+    /// Every kind served: the source's, then [`Resource::Leases`].
+    pub const ALL: [Resource; 8] = {
+        let mut all = [Resource::Leases; 8];
+        let mut i = 0;
+        while i < Self::SOURCE_KINDS.len() {
+            all[i] = Self::SOURCE_KINDS[i];
+            i += 1;
+        }
+        all
+    };
 
     /// The cluster-wide collection path.
     pub fn path(self) -> &'static str {
@@ -748,15 +747,9 @@ async fn object_route(
     if method == Method::GET && name.is_none() {
         return serve_in(state, resource, Some(namespace), request).await;
     }
-    let bearer = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let body = match request.into_body().collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return status_response(400, &status(400, "BadRequest", "body", json!(null))),
+    let bearer = bearer(&request);
+    let Some(body) = read_body(request).await else {
+        return status_response(400, &status(400, "BadRequest", "body", json!(null)));
     };
     let verb = match (&method, &name) {
         (&Method::GET, _) => "get",
@@ -779,20 +772,11 @@ async fn object_route(
         );
     }
     if bearer.as_deref() != Some(s.token.as_str()) {
-        return status_response(
-            401,
-            &status(401, "Unauthorized", "Unauthorized", json!(null)),
-        );
+        return unauthorized();
     }
     if !s.allows(resource.group(), resource.plural(), verb) {
         s.forbidden_objects.push((resource, verb));
-        let message = format!(
-            "{plural} is forbidden: User \"{AGENT_USER}\" cannot {verb} resource \"{plural}\" in \
-             API group \"{group}\" in the namespace \"{namespace}\"",
-            plural = resource.plural(),
-            group = resource.group(),
-        );
-        return status_response(403, &status(403, "Forbidden", &message, json!(null)));
+        return forbidden_response(resource, verb, &format!("in the namespace \"{namespace}\""));
     }
     let not_found = |name: &str| {
         status_response(
@@ -895,23 +879,14 @@ pub const AGENT_USER: &str = "system:serviceaccount:sonde:sonde";
 /// the apiserver does: after authentication, open to every authenticated user, the access
 /// decided by the same policy as the requests.
 async fn review(state: Shared, path: &'static str, request: Request<Incoming>) -> Response<Body> {
-    let bearer = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let body = match request.into_body().collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return status_response(400, &status(400, "BadRequest", "body", json!(null))),
+    let bearer = bearer(&request);
+    let Some(body) = read_body(request).await else {
+        return status_response(400, &status(400, "BadRequest", "body", json!(null)));
     };
     let object: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut s = lock(&state);
     if bearer.as_deref() != Some(s.token.as_str()) {
-        return status_response(
-            401,
-            &status(401, "Unauthorized", "Unauthorized", json!(null)),
-        );
+        return unauthorized();
     }
     let answer = if path == SELF_SUBJECT_REVIEWS {
         json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
@@ -1007,6 +982,44 @@ fn status(code: u16, reason: &str, message: &str, details: Value) -> Value {
            "message": message, "reason": reason, "details": details, "code": code})
 }
 
+/// The apiserver's 401: no valid token.
+fn unauthorized() -> Response<Body> {
+    status_response(
+        401,
+        &status(401, "Unauthorized", "Unauthorized", json!(null)),
+    )
+}
+
+/// The RBAC 403 naming the verb, resource, API group and `scope` ("at the cluster scope", "in
+/// the namespace …").
+fn forbidden_response(resource: Resource, verb: &str, scope: &str) -> Response<Body> {
+    let message = format!(
+        "{plural} is forbidden: User \"{AGENT_USER}\" cannot {verb} resource \"{plural}\" in API \
+         group \"{group}\" {scope}",
+        plural = resource.plural(),
+        group = resource.group(),
+    );
+    status_response(
+        403,
+        &status(
+            403,
+            "Forbidden",
+            &message,
+            json!({"kind": resource.plural(), "group": resource.group()}),
+        ),
+    )
+}
+
+/// A request's whole body; `None` if it broke off.
+async fn read_body(request: Request<Incoming>) -> Option<Bytes> {
+    request
+        .into_body()
+        .collect()
+        .await
+        .ok()
+        .map(|b| b.to_bytes())
+}
+
 fn status_response(code: u16, body: &Value) -> Response<Body> {
     let mut response = json_response(serde_json::to_vec(body).unwrap_or_default());
     *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
@@ -1057,12 +1070,7 @@ async fn serve_in(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let query = request.uri().query().unwrap_or_default().to_string();
-    let bearer = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
+    let bearer = bearer(&request);
     let metadata_only = request
         .headers()
         .get(ACCEPT)
@@ -1089,27 +1097,10 @@ async fn serve_in(
     });
     // The apiserver authenticates, then authorizes, then serves.
     if bearer.as_deref() != Some(s.token.as_str()) {
-        return status_response(
-            401,
-            &status(401, "Unauthorized", "Unauthorized", json!(null)),
-        );
+        return unauthorized();
     }
     if forbidden {
-        let message = format!(
-            "{plural} is forbidden: User \"system:serviceaccount:sonde:sonde\" cannot {verb} \
-             resource \"{plural}\" in API group \"{group}\" at the cluster scope",
-            plural = resource.plural(),
-            group = resource.group(),
-        );
-        return status_response(
-            403,
-            &status(
-                403,
-                "Forbidden",
-                &message,
-                json!({"kind": resource.plural(), "group": resource.group()}),
-            ),
-        );
+        return forbidden_response(resource, verb, "at the cluster scope");
     }
 
     if !watch {

@@ -22,7 +22,7 @@ use std::{
 use bytes::Bytes;
 use http::{
     Method, Request, Response, StatusCode,
-    header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE},
+    header::{CONTENT_LENGTH, CONTENT_TYPE},
 };
 use hyper::body::Incoming;
 
@@ -30,7 +30,7 @@ use super::rbac::{KUBELET_PODS, Policy};
 use super::{
     payloads,
     pki::TestCa,
-    server::{Body, Handler, Router, TestServer, cut_body, json, text},
+    server::{Body, Handler, Router, TestServer, bearer, cut_body, json, text},
 };
 
 /// What the next requests run into.
@@ -310,11 +310,6 @@ fn routes(state: Shared) -> Router {
         Arc::new(move |request| Box::pin(pods(Arc::clone(&state), request)))
     };
     Router::new().route(Method::GET, "/pods", pods)
-}
-
-fn bearer(request: &Request<Incoming>) -> Option<String> {
-    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    value.strip_prefix("Bearer ").map(str::to_string)
 }
 
 async fn pods(state: Shared, request: Request<Incoming>) -> Response<Body> {

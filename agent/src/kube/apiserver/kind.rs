@@ -69,12 +69,18 @@ impl WatchKind {
 
     /// The RBAC rule that allows this watch, in ClusterRole YAML flow style.
     pub fn rbac_rule(self) -> String {
-        format!(
-            "{{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [\"list\", \"watch\"]}}",
-            self.api_group(),
-            self.resource()
-        )
+        rbac_rule(self.api_group(), self.resource(), &["list", "watch"])
     }
+}
+
+/// An RBAC rule in ClusterRole YAML flow style, as fixes quote it:
+/// `{apiGroups: ["apps"], resources: ["replicasets"], verbs: ["list", "watch"]}`.
+pub fn rbac_rule(group: &str, resource: &str, verbs: &[&str]) -> String {
+    let verbs: Vec<String> = verbs.iter().map(|v| format!("\"{v}\"")).collect();
+    format!(
+        "{{apiGroups: [\"{group}\"], resources: [\"{resource}\"], verbs: [{}]}}",
+        verbs.join(", ")
+    )
 }
 
 impl std::fmt::Display for WatchKind {

@@ -101,7 +101,7 @@ struct TlsSetup {
     /// The client certificate presented (`kubelet.client_cert_file`) and the versions of its
     /// files the connector was built with: rebuilt when they change (the kubelet rotates
     /// its own client certificate).
-    client: Option<(tls::ClientCert, [crate::tls::FileStamp; 2])>,
+    client: Option<(crate::tls::TlsFiles, [crate::tls::FileStamp; 2])>,
 }
 
 impl TlsSetup {
@@ -111,10 +111,7 @@ impl TlsSetup {
         let Some((client, stamps)) = &mut self.client else {
             return;
         };
-        let now = [
-            crate::tls::file_stamp(&client.cert),
-            crate::tls::file_stamp(&client.key),
-        ];
+        let now = client.stamps();
         if now == *stamps {
             return;
         }
@@ -199,7 +196,7 @@ impl KubeletClient {
                     reason,
                 })?;
             let client = match (&config.client_cert_file, &config.client_key_file) {
-                (Some(cert), key) => Some(tls::ClientCert {
+                (Some(cert), key) => Some(crate::tls::TlsFiles {
                     cert: cert.clone(),
                     key: key.clone().unwrap_or_else(|| cert.clone()),
                 }),
@@ -218,10 +215,7 @@ impl KubeletClient {
                 server_name,
                 trust,
                 client: client.map(|c| {
-                    let stamps = [
-                        crate::tls::file_stamp(&c.cert),
-                        crate::tls::file_stamp(&c.key),
-                    ];
+                    let stamps = c.stamps();
                     (c, stamps)
                 }),
             })

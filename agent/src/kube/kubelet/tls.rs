@@ -30,16 +30,9 @@ fn load_roots(path: &std::path::Path) -> Result<RootCertStore, KubeletError> {
     })
 }
 
-/// A client certificate and its key (PEM files; may be one file).
-#[derive(Clone, Debug)]
-pub(super) struct ClientCert {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 pub(super) fn client_config(
     trust: &Trust,
-    client: Option<&ClientCert>,
+    client: Option<&crate::tls::TlsFiles>,
 ) -> Result<Arc<ClientConfig>, KubeletError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
