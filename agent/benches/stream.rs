@@ -57,6 +57,7 @@ fn keys(id: u64, container: &str) -> FilterKeys {
             },
         })),
         kube: None,
+        event: None,
     }
 }
 

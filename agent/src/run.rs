@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub kubernetes: KubernetesConfig,
     /// Contend for the cluster's leader Lease (`leader_election.*`).
     pub leader_election: crate::cluster::leader::LeaderElectionConfig,
+    /// The leader's collection of the cluster's events (`kube_events.*`).
+    pub kube_events: crate::cluster::events::KubeEventsConfig,
 }
 
 impl RunOptions {
@@ -77,6 +79,7 @@ impl RunOptions {
             kubelet: kubelet_options(config),
             kubernetes: config.kubernetes.clone(),
             leader_election: config.leader_election.clone(),
+            kube_events: config.kube_events.clone(),
             metrics: config.metrics.enabled.then(|| config.metrics.clone()),
             output_file: config.output.file.clone().map(|path| RotateOptions {
                 path,
@@ -88,6 +91,9 @@ impl RunOptions {
         }
     }
 }
+
+/// How often the pipeline takes the leader's events while the leadership is handed over.
+const HANDOVER_DRAIN: Duration = Duration::from_millis(10);
 
 /// The kubelet source's configuration, or `None` when it is off: `kubelet.enabled`, else on
 /// when `kubelet.url` is set or the host looks like a Kubernetes node.
@@ -366,10 +372,13 @@ pub async fn run(
     if let Some(a) = &apiserver {
         pipeline.apiserver(a.subscribe());
     }
-    let elector = crate::cluster::start_election(&opts.leader_election, &opts.kubernetes).await;
-    if let Some(e) = &elector {
-        pipeline.leader(e.subscribe());
-    }
+    let cluster = crate::cluster::start(&opts.leader_election, &opts.kubernetes, &opts.kube_events)
+        .await
+        .map(|(cluster, feed)| {
+            pipeline.leader(cluster.election());
+            pipeline.kube_events(feed, cluster.events());
+            cluster
+        });
 
     // Sinks: the event stream (or the --summary table), the event hub, metrics, workloads.
     let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
@@ -433,7 +442,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_stopper(opts.duration, stop_tx.clone());
     let stopped = stop_tx.clone();
-    let release = elector.map(|e| crate::cluster::release_on_stop(e, stop_rx.clone()));
+    let release = cluster.map(|c| c.release_on_stop(stop_rx.clone()));
     // The output going away (`sonde run | head`) also ends the run.
     tokio::spawn(async move {
         while !output_closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -449,10 +458,19 @@ pub async fn run(
     tracing::info!("capture running");
 
     let read = reader.run(&mut pipeline, stop_rx).await;
-    // However the run ended, the Lease is freed before the agent exits.
+    // However the run ended, the leadership is handed over before the agent exits; meanwhile
+    // the pipeline keeps taking the leader's last Kubernetes events, so the token it writes
+    // covers them.
     let _ = stopped.send(true);
     if let Some(release) = release {
-        let _ = release.await;
+        let mut release = std::pin::pin!(release);
+        let mut tick = tokio::time::interval(HANDOVER_DRAIN);
+        loop {
+            tokio::select! {
+                _ = &mut release => break,
+                _ = tick.tick() => pipeline.drain_feed(),
+            }
+        }
     }
     for server in servers {
         server.abort();

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api;
 pub mod cgroup;
+pub mod cluster;
 pub mod containerd;
 pub mod events;
 pub mod kube_standin;

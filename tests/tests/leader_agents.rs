@@ -12,8 +12,9 @@ use std::{
 use serde_json::Value;
 use sonde_tests::{
     agent::{Agent, sonde_bin},
-    api::{self, free_loopback_addr},
-    kube_standin::{ApiserverStandin, Resource, apiserver::FIXTURE_NODE},
+    api,
+    cluster::start_contender,
+    kube_standin::{ApiserverStandin, Resource},
     poll::poll_until,
 };
 
@@ -21,34 +22,12 @@ fn leader_state(addr: SocketAddr) -> Value {
     api::status(addr)["agent"]["leader"].clone()
 }
 
-fn start(apiserver: &ApiserverStandin, name: &str) -> (Agent, SocketAddr) {
-    let addr = free_loopback_addr();
-    let listen = addr.to_string();
-    let kubeconfig = apiserver.kubeconfig().display().to_string();
-    let args = [
-        "--api-listen",
-        listen.as_str(),
-        "--kubeconfig",
-        kubeconfig.as_str(),
-        "--node-name",
-        FIXTURE_NODE,
-        "--set",
-        "leader_election.lease_duration=4s",
-        "--set",
-        "leader_election.renew_deadline=3s",
-        "--set",
-        "leader_election.retry_period=1s",
-    ];
-    let agent = Agent::start_with_env(&args, &[("POD_NAME", name), ("POD_NAMESPACE", "sonde")]);
-    (agent, addr)
-}
-
 #[test]
 fn two_agents_elect_one_leader_and_a_stopped_leader_hands_over_at_once() {
     sonde_tests::require_root();
     let apiserver = ApiserverStandin::start();
-    let (a, a_api) = start(&apiserver, "agent-a");
-    let (b, b_api) = start(&apiserver, "agent-b");
+    let (a, a_api) = start_contender(&apiserver, "agent-a", &[]);
+    let (b, b_api) = start_contender(&apiserver, "agent-b", &[]);
 
     let (leader, follower) =
         poll_until("one leader, seen by both", Duration::from_secs(15), || {

@@ -270,12 +270,18 @@ fn every_documented_family_is_exposed_with_its_documented_labels() {
         families.len()
     );
     for (name, ty, labels) in &families {
-        if ["sonde_kubelet_", "sonde_apiserver_", "sonde_leader"]
-            .iter()
-            .any(|p| name.starts_with(p))
+        if [
+            "sonde_kubelet_",
+            "sonde_apiserver_",
+            "sonde_leader",
+            "sonde_kube_events",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
         {
             // Only with a kubelet or apiserver source, or a leader election; this agent has
-            // none (tests/tests/leader_agents.rs scrapes sonde_leader).
+            // none (tests/tests/leader_agents.rs scrapes sonde_leader, kube_events.rs
+            // sonde_kube_events_total).
             assert!(
                 !exp.types.contains_key(name.as_str()),
                 "{name} without a kubelet or apiserver source or an election"

@@ -24,6 +24,7 @@ fn manifest(path: &str) -> PathBuf {
 
 const BASE_ROLE: &str = "base/clusterrole.yaml";
 const LEADER_ROLE: &str = "base/leader-election-role.yaml";
+const DUTIES_ROLES: &str = "base/cluster-duties-rbac.yaml";
 const LABELS_ROLE: &str = "components/labels/clusterrole.yaml";
 
 fn policy(files: &[&str]) -> Policy {
@@ -160,11 +161,12 @@ fn label_allow_lists_need_the_labels_component_and_name_the_rule_without_it() {
 }
 
 /// Agents running as the DaemonSet's pods (`POD_NAME`, `POD_NAMESPACE`) also elect a leader:
-/// together they need exactly the base ClusterRole and the leader-election Role — the leader
-/// creates and renews the Lease, the stand-by reads and watches it.
+/// together they need exactly the base ClusterRole, the leader-election Role and the
+/// cluster-duties roles — the leader creates and renews the Lease, watches the cluster's events
+/// and writes their token; the stand-by reads and watches the Lease.
 #[test]
 fn elected_agents_need_exactly_the_base_roles() {
-    let granted = policy(&[BASE_ROLE, LEADER_ROLE]);
+    let granted = policy(&[BASE_ROLE, LEADER_ROLE, DUTIES_ROLES]);
     let cluster = Cluster::enforcing(&granted);
     let timings = [
         "--set",
@@ -173,6 +175,8 @@ fn elected_agents_need_exactly_the_base_roles() {
         "leader_election.renew_deadline=2s",
         "--set",
         "leader_election.retry_period=300ms",
+        "--set",
+        "kube_events.token_interval=1s",
     ];
     let mut agents: Vec<Agent> = ["agent-a", "agent-b"]
         .iter()
@@ -186,22 +190,28 @@ fn elected_agents_need_exactly_the_base_roles() {
             &["[+]kubelet synced: ", "[+]apiserver synced: 5 kinds"],
         );
     }
-    let leases = ("coordination.k8s.io".to_string(), "leases".to_string());
+    // The leader's duties: the Lease, the events, the token's ConfigMap (read, patched —
+    // missing at first — and created).
+    let wanted: [(&str, &str, &[&str]); 3] = [
+        (
+            "coordination.k8s.io",
+            "leases",
+            &["create", "update", "get", "watch", "list"],
+        ),
+        ("", "events", &["list", "watch"]),
+        ("", "configmaps", &["get", "patch", "create"]),
+    ];
     poll_until(
-        "the Lease created, renewed and watched",
+        "the Lease created, renewed and watched; the events watched; the token written",
         Duration::from_secs(20),
         || {
             let used = cluster.used();
-            let has =
-                |verb: &str| used.contains(&(leases.0.clone(), leases.1.clone(), verb.into()));
-            if ["create", "update", "get", "watch", "list"]
-                .iter()
-                .all(|v| has(v))
-            {
-                Ok(())
-            } else {
-                Err(used)
-            }
+            let all = wanted.iter().all(|(group, resource, verbs)| {
+                verbs.iter().all(|verb| {
+                    used.contains(&(group.to_string(), resource.to_string(), verb.to_string()))
+                })
+            });
+            if all { Ok(()) } else { Err(used) }
         },
     );
     let refused = cluster.apiserver.forbidden_requests();

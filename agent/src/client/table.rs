@@ -154,6 +154,28 @@ pub fn render(status: &Status, out: &mut Vec<u8>) {
         }
         out.push(b'\n');
     }
+    if let Some(k) = &a.kube_events {
+        let state = if k.collecting {
+            "collecting"
+        } else {
+            "standing by"
+        };
+        let _ = write!(
+            out,
+            "Kubernetes events: {state}, {} emitted ({} repeats), {} unchanged, {} filtered, \
+             token {} ({} writes)",
+            k.emitted,
+            k.repeats,
+            k.unchanged,
+            k.filtered,
+            k.token.as_deref().unwrap_or("none"),
+            k.token_writes
+        );
+        if let Some(err) = &k.error {
+            let _ = write!(out, ", error: {err}");
+        }
+        out.push(b'\n');
+    }
     out.push(b'\n');
 
     let rows: Vec<[String; 9]> = status.workloads.iter().map(|w| row(w, now)).collect();

@@ -1,6 +1,9 @@
 //! Work done once per cluster, not once per node: the agents elect one leader ([`leader`]),
-//! which runs the cluster's duties while the others stand by.
+//! which runs the cluster's duties ([`duties`]: the Kubernetes events, [`events`]) while the
+//! others stand by.
 
+pub mod duties;
+pub mod events;
 pub mod leader;
 
 use std::{path::Path, time::Duration};
@@ -9,7 +12,13 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::kube::apiserver::{KubernetesConfig, source::Credentials};
 
-use leader::{ElectionConfig, Elector, LeaderElectionConfig};
+use duties::Duties;
+use events::{
+    EventFeed, KubeEventsConfig,
+    collect::{Collector, Endpoint, KubeEventsState, Setup},
+    token::TokenStore,
+};
+use leader::{ElectionConfig, ElectionState, Elector, LeaderElectionConfig};
 
 /// How long stopping waits for the leader's Lease to be freed.
 const LEASE_RELEASE_WAIT: Duration = Duration::from_secs(2);
@@ -61,48 +70,108 @@ pub fn election_wanted(election: &LeaderElectionConfig, kube: &KubernetesConfig)
     })
 }
 
-/// Starts the election when wanted; a failure to build the client is logged and the agent
-/// runs on as a stand-by that never leads (the reason is in the log and `/v1/status`).
-pub async fn start_election(
+/// The election and the leader's duties of a running agent.
+pub struct Cluster {
+    elector: Elector,
+    duties: Option<Duties>,
+}
+
+impl Cluster {
+    pub fn election(&self) -> watch::Receiver<ElectionState> {
+        self.elector.subscribe()
+    }
+
+    /// The Kubernetes events collector's state, when it is on.
+    pub fn events(&self) -> Option<watch::Receiver<KubeEventsState>> {
+        self.duties.as_ref().map(Duties::events)
+    }
+
+    /// Hands over as soon as `stop` turns true (or its sender goes), while the pipeline drains:
+    /// the duties end gracefully (their last events delivered, the token written), then the
+    /// Lease is freed so another agent takes over at once. Await the task before exiting.
+    pub fn release_on_stop(self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+            if let Some(duties) = self.duties {
+                duties.stop().await;
+            }
+            self.elector.release(LEASE_RELEASE_WAIT).await;
+        })
+    }
+}
+
+/// Starts the election when wanted, and the leader's duties on it; the feed is the pipeline's
+/// end of the Kubernetes events (`None` when `kube_events.enabled` is off). A failure to build
+/// the client is logged and the agent runs on without (the reason is in the log).
+pub async fn start(
     election: &LeaderElectionConfig,
     kube: &KubernetesConfig,
-) -> Option<Elector> {
+    events: &KubeEventsConfig,
+) -> Option<(Cluster, Option<EventFeed>)> {
     if !election_wanted(election, kube) {
         return None;
     }
-    let client = match Credentials::resolve(kube) {
-        Ok(credentials) => match credentials.client().await {
-            Ok((client, _)) => client,
-            Err(reason) => {
-                tracing::warn!(%reason, "leader election off: cannot build the apiserver client");
-                return None;
-            }
-        },
+    let credentials = match Credentials::resolve(kube) {
+        Ok(credentials) => credentials,
         Err(err) => {
             tracing::warn!(%err, "leader election off");
             return None;
         }
     };
+    let (client, server) = match credentials.client().await {
+        Ok(built) => built,
+        Err(reason) => {
+            tracing::warn!(%reason, "leader election off: cannot build the apiserver client");
+            return None;
+        }
+    };
+    let namespace = own_namespace(kube);
+    let identity = identity();
     let config = ElectionConfig {
         lease_duration: election.lease_duration,
         renew_deadline: election.renew_deadline,
         retry_period: election.retry_period,
-        ..ElectionConfig::new(&own_namespace(kube), &identity())
+        ..ElectionConfig::new(&namespace, &identity)
     };
     tracing::info!(identity = %config.identity, namespace = %config.namespace,
         lease = %config.lease_name, "contending for the cluster's leader Lease");
-    Some(Elector::spawn(client, config))
-}
-
-/// Frees the Lease as soon as `stop` turns true (or its sender goes), while the pipeline
-/// drains, so another agent takes over at once; await the task before exiting.
-pub fn release_on_stop(elector: Elector, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        while !*stop.borrow_and_update() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
-        elector.release(LEASE_RELEASE_WAIT).await;
-    })
+    let elector = Elector::spawn(client.clone(), config);
+    if !events.enabled {
+        return Some((
+            Cluster {
+                elector,
+                duties: None,
+            },
+            None,
+        ));
+    }
+    let (sender, feed) = events::feed();
+    let (state_tx, state_rx) = watch::channel(KubeEventsState::default());
+    let tokens = TokenStore::new(client.clone(), &namespace, &identity);
+    let endpoint = Endpoint {
+        server,
+        credentials: credentials.describe(),
+    };
+    let setup = Setup {
+        client,
+        config: events.clone(),
+        feed: sender,
+        tokens,
+        endpoint,
+        state: state_tx,
+        max_backoff: kube.max_backoff,
+    };
+    let make = Box::new(move |term| Collector::new(&setup, term));
+    let duties = Duties::spawn(elector.subscribe(), make, state_rx);
+    Some((
+        Cluster {
+            elector,
+            duties: Some(duties),
+        },
+        Some(feed),
+    ))
 }

@@ -54,6 +54,7 @@ pub struct Config {
     pub kubelet: KubeletConfig,
     pub kubernetes: KubernetesConfig,
     pub leader_election: crate::cluster::leader::LeaderElectionConfig,
+    pub kube_events: crate::cluster::events::KubeEventsConfig,
     pub metrics: MetricsConfig,
     pub api: ApiConfig,
     pub events: EventsConfig,
@@ -183,6 +184,7 @@ impl Config {
             ));
         }
         self.leader_election.validate()?;
+        self.kube_events.validate()?;
         match (&self.api.tls_cert_file, &self.api.tls_key_file) {
             (Some(_), None) => {
                 return Err((

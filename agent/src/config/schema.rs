@@ -547,6 +547,42 @@ pub static KEYS: &[Key] = &[
         "How often the leader renews and a stand-by retries (a stand-by also watches the Lease, so a release is taken over at once).",
     ),
     key(
+        "kube_events.enabled",
+        Kind::Bool,
+        None,
+        "Collect the cluster's Kubernetes events on the leader (`kube_event` in the stream, `sonde_kube_events_total`), resuming from the ConfigMap `sonde-events-token`.",
+    ),
+    key(
+        "kube_events.token_interval",
+        Kind::Duration,
+        None,
+        "How often the leader writes the resume token when it moved (at least 1s; also written before the Lease is released on stop).",
+    ),
+    key(
+        "kube_events.exclude",
+        Kind::Strings,
+        None,
+        "Events to leave out, as `field=value` terms the apiserver filters on (sent as `field!=value`), e.g. `reason=BackOff`, `involvedObject.kind=Node`.",
+    ),
+    key(
+        "kube_events.kinds",
+        Kind::Strings,
+        None,
+        "Only events about these kinds of object, e.g. `Pod, Node` (empty: all).",
+    ),
+    key(
+        "kube_events.reasons",
+        Kind::Strings,
+        None,
+        "Only events with these reasons, e.g. `BackOff, OOMKilling` (empty: all).",
+    ),
+    key(
+        "kube_events.max_tracked",
+        Kind::Int,
+        None,
+        "Events whose last count is remembered at most (to emit repeats and skip unchanged ones after a relist).",
+    ),
+    key(
         "metrics.enabled",
         Kind::Bool,
         None,

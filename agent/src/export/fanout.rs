@@ -398,6 +398,10 @@ impl crate::pipeline::sink::Sink for HubSink {
         let keys = FilterKeys {
             cgroup: ev.attr.cgroup.clone(),
             kube: ev.attr.pod.clone(),
+            event: match ev.subject {
+                crate::pipeline::sink::Subject::KubeEvent(e) => Some(std::sync::Arc::clone(e)),
+                _ => None,
+            },
         };
         self.hub.push_line(ev.type_name(), fmt.json(ev), keys);
     }

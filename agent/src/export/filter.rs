@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use crate::{kube::ContainerRef, node::cgroup::CgroupInfo};
+use crate::{cluster::events::KubeEvent, kube::ContainerRef, node::cgroup::CgroupInfo};
 
 /// Event types of the stream, in a fixed order: a type filter is a bit mask over it.
-pub const EVENT_TYPES: [&str; 7] = [
+pub const EVENT_TYPES: [&str; 8] = [
     "process_exec",
     "process_fork",
     "process_exit",
@@ -14,6 +14,7 @@ pub const EVENT_TYPES: [&str; 7] = [
     "tcp_open",
     "tcp_close",
     "tcp_fail",
+    crate::pipeline::sink::KUBE_EVENT,
 ];
 
 /// Index of `name` in [`EVENT_TYPES`]; unknown types get the last bit (never matched by a
@@ -34,6 +35,8 @@ pub struct FilterKeys {
     /// Namespace, pod and container name: `None` until the Kubernetes metadata knows the
     /// container.
     pub kube: Option<ContainerRef>,
+    /// A Kubernetes event: its namespace (the involved object's) and pod, if about one.
+    pub event: Option<Arc<KubeEvent>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,7 +46,7 @@ pub enum FilterError {
          (e.g. /v1/events?container=3f2a&type=exec)"
     )]
     UnknownParameter(String),
-    #[error("unknown event type {0:?}. Fix: use one of {types} (or exec, fork, exit, found, open, close, fail, process, tcp)", types = EVENT_TYPES.join(", "))]
+    #[error("unknown event type {0:?}. Fix: use one of {types} (or exec, fork, exit, found, open, close, fail, process, tcp, kube)", types = EVENT_TYPES.join(", "))]
     UnknownType(String),
     #[error("{0} is given twice. Fix: give it once (only type takes several values)")]
     Repeated(&'static str),
@@ -58,7 +61,7 @@ pub enum FilterError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     /// Bit i set: `EVENT_TYPES[i]` wanted. `None`: every type.
-    types: Option<u8>,
+    types: Option<u16>,
     namespace: Option<String>,
     pod: Option<String>,
     container: Option<String>,
@@ -67,8 +70,8 @@ pub struct Filter {
 
 /// The bits a `type=` value selects: a full name, its short form (`exec`, `open`…) or a family
 /// (`process`, `tcp`).
-fn type_bits(value: &str) -> Option<u8> {
-    let mut bits = 0u8;
+fn type_bits(value: &str) -> Option<u16> {
+    let mut bits = 0u16;
     for (i, name) in EVENT_TYPES.iter().enumerate() {
         let (family, short) = name.split_once('_').unwrap_or((name, name));
         if value == *name || value == short || value == family {
@@ -145,19 +148,22 @@ impl Filter {
     /// Whether an event of type `type_index` with `keys` passes.
     pub fn matches(&self, type_index: u8, keys: &FilterKeys) -> bool {
         if let Some(bits) = self.types
-            && (type_index >= 8 || bits & (1 << type_index) == 0)
+            && (usize::from(type_index) >= EVENT_TYPES.len() || bits & (1 << type_index) == 0)
         {
             return false;
         }
         let id = keys.cgroup.as_ref().map(|c| &c.identity);
         let kube = keys.kube.as_ref();
+        let event = keys.event.as_deref();
         if let Some(ns) = &self.namespace
             && kube.is_none_or(|k| k.pod.namespace != *ns)
+            && event.is_none_or(|e| e.filter_namespace() != ns)
         {
             return false;
         }
         if let Some(pod) = &self.pod {
-            let by_name = kube.is_some_and(|k| k.pod.name == *pod);
+            let by_name = kube.is_some_and(|k| k.pod.name == *pod)
+                || event.is_some_and(|e| e.pod() == Some(pod.as_str()));
             let by_uid = id.and_then(|i| i.pod_uid.as_deref()) == Some(pod.as_str());
             if !by_name && !by_uid {
                 return false;
@@ -202,6 +208,7 @@ mod tests {
                 },
             })),
             kube: None,
+            event: None,
         }
     }
 

@@ -11,6 +11,7 @@ use sonde_common::record::TaskIdentity;
 
 use super::Context;
 use crate::{
+    cluster::events::KubeEvent,
     enrich::Attribution,
     event::{self, ConnPhase, Event, ExitStatus},
     kube::Remote,
@@ -433,6 +434,40 @@ pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, attr: &Attribution, ct
     o.null("error");
     remote_fields(&mut o, attr.remote.as_deref());
     attribution_fields(&mut o, attr, &ctx.pod_labels);
+    o.end();
+}
+
+/// A Kubernetes event of the cluster (`kube_event`); empty fields are `null`.
+pub fn write_kube_event(out: &mut Vec<u8>, e: &KubeEvent, ctx: &mut Context) {
+    let mut o = Obj::new(out);
+    o.str("type", crate::pipeline::sink::KUBE_EVENT);
+    o.time("time", SystemTime::now(), &mut ctx.time_format);
+    for (key, value) in [
+        ("event_uid", &e.uid),
+        ("event_namespace", &e.namespace),
+        ("event_name", &e.name),
+        ("event_type", &e.event_type),
+        ("reason", &e.reason),
+        ("message", &e.message),
+    ] {
+        opt_str(&mut o, key, Some(value.as_str()).filter(|v| !v.is_empty()));
+    }
+    o.bool("message_truncated", e.message_truncated);
+    o.u64("count", u64::from(e.count));
+    for (key, value) in [
+        ("involved_kind", &e.involved_kind),
+        ("involved_namespace", &e.involved_namespace),
+        ("involved_name", &e.involved_name),
+        ("involved_uid", &e.involved_uid),
+        ("involved_field_path", &e.involved_field_path),
+        ("source_component", &e.source_component),
+        ("source_host", &e.source_host),
+        ("first_seen", &e.first_seen),
+        ("last_seen", &e.last_seen),
+        ("resource_version", &e.resource_version),
+    ] {
+        opt_str(&mut o, key, Some(value.as_str()).filter(|v| !v.is_empty()));
+    }
     o.end();
 }
 

@@ -60,6 +60,7 @@ impl Status {
                 },
                 servers: h.servers.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
                 leader: h.leader.clone(),
+                kube_events: h.kube_events.clone(),
             },
             workloads: h.workloads.iter().map(WorkloadStatus::from).collect(),
         }
@@ -115,6 +116,9 @@ pub struct Health {
     /// The leader election, when this agent contends (`leader_election`).
     #[serde(default)]
     pub leader: Option<crate::cluster::leader::ElectionState>,
+    /// The leader's Kubernetes events collector, when this agent contends (`kube_events`).
+    #[serde(default)]
+    pub kube_events: Option<crate::cluster::events::collect::KubeEventsState>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

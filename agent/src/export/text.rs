@@ -13,6 +13,7 @@ use std::{
 
 use super::Context;
 use crate::{
+    cluster::events::KubeEvent,
     enrich::Attribution,
     event::{self, ConnPhase, Event, ExitStatus},
     node::{FoundConn, process::ProcessInfo},
@@ -212,5 +213,27 @@ pub fn write_conn_found(out: &mut Vec<u8>, c: &FoundConn, attr: &Attribution) {
         c.remote
     );
     write_attribution(out, attr);
+    out.push(b'\n');
+}
+
+/// A Kubernetes event: `KUBE    Warning BackOff Pod shop/web-1 (x7, kubelet): message`.
+pub fn write_kube_event(out: &mut Vec<u8>, e: &KubeEvent) {
+    write_time(out, SystemTime::now());
+    let object = if e.involved_namespace.is_empty() {
+        e.involved_name.clone()
+    } else {
+        format!("{}/{}", e.involved_namespace, e.involved_name)
+    };
+    let _ = write!(
+        out,
+        "KUBE    {} {} {} {} (x{}, {}): {}",
+        e.event_type,
+        e.reason,
+        e.involved_kind,
+        object,
+        e.count,
+        e.source_component,
+        e.message.replace('\n', " ")
+    );
     out.push(b'\n');
 }

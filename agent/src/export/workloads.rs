@@ -39,7 +39,7 @@ impl Sink for WorkloadTable {
         match ev.subject {
             Subject::Kernel(e) => self.table.record(e, ev.attr),
             Subject::ConnFound(_) => self.table.found_conn(ev.attr.cgroup.as_ref()),
-            Subject::ProcessFound(_) => {}
+            Subject::ProcessFound(_) | Subject::KubeEvent(_) => {}
         }
     }
 

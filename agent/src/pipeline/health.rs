@@ -68,6 +68,35 @@ impl Losses {
     }
 }
 
+/// `(event_type, reason, involved_kind)` of a Kubernetes event.
+pub type KubeEventKey = (String, String, String);
+
+/// Distinct [`KubeEventKey`]s counted at most (reasons come from controllers: a few dozen in a
+/// cluster; a misbehaving one cannot grow the metrics without bound).
+pub const MAX_KUBE_EVENT_SERIES: usize = 500;
+
+/// Counts a delivered Kubernetes event under its key (or `other` past the cap).
+pub fn count_kube_event(
+    counts: &mut BTreeMap<KubeEventKey, u64>,
+    e: &crate::cluster::events::KubeEvent,
+) {
+    let key = (
+        e.event_type.clone(),
+        e.reason.clone(),
+        e.involved_kind.clone(),
+    );
+    if let Some(n) = counts.get_mut(&key) {
+        *n += 1;
+        return;
+    }
+    let key = if counts.len() < MAX_KUBE_EVENT_SERIES {
+        key
+    } else {
+        (key.0, "other".into(), "other".into())
+    };
+    *counts.entry(key).or_default() += 1;
+}
+
 /// The agent's health at one moment.
 #[derive(Clone, Debug)]
 pub struct Health {
@@ -101,6 +130,11 @@ pub struct Health {
     pub apiserver: Option<ApiserverSyncState>,
     /// The leader election, when this agent contends.
     pub leader: Option<crate::cluster::leader::ElectionState>,
+    /// The Kubernetes events collector, when this agent may lead.
+    pub kube_events: Option<crate::cluster::events::collect::KubeEventsState>,
+    /// Kubernetes events delivered, by (type, reason, involved kind); at most
+    /// [`MAX_KUBE_EVENT_SERIES`] keys, the rest under reason and kind `other`.
+    pub kube_event_counts: BTreeMap<KubeEventKey, u64>,
     /// The HTTP servers' connection counters, by server (`metrics`, `api`).
     pub servers: BTreeMap<&'static str, ServerCounts>,
 }
@@ -129,6 +163,8 @@ impl Default for Health {
             kubelet: None,
             apiserver: None,
             leader: None,
+            kube_events: None,
+            kube_event_counts: BTreeMap::new(),
             servers: BTreeMap::new(),
         }
     }

@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::{
     capture::{CounterValues, KernelCounters, ProbeStatus, RecordSink, decode::decode},
+    cluster::events::{EventFeed, collect::KubeEventsState},
     enrich::{self, Attribution, KubeJoin},
     event::Event,
     http::ServerStats,
@@ -59,6 +60,10 @@ pub struct Pipeline<'a> {
     counters: Option<&'a KernelCounters>,
     apiserver: Option<watch::Receiver<ApiserverSyncState>>,
     leader: Option<watch::Receiver<crate::cluster::leader::ElectionState>>,
+    /// The Kubernetes events the leader's collector hands over, and its state.
+    feed: Option<EventFeed>,
+    kube_events: Option<watch::Receiver<KubeEventsState>>,
+    kube_event_counts: BTreeMap<health::KubeEventKey, u64>,
     /// The HTTP servers whose connection counters the health model shows.
     servers: Vec<(&'static str, Arc<ServerStats>)>,
     events: BTreeMap<&'static str, u64>,
@@ -99,6 +104,9 @@ impl<'a> Pipeline<'a> {
             counters: None,
             apiserver: None,
             leader: None,
+            feed: None,
+            kube_events: None,
+            kube_event_counts: BTreeMap::new(),
             servers: Vec::new(),
             events: BTreeMap::new(),
             decode_errors: 0,
@@ -138,6 +146,62 @@ impl<'a> Pipeline<'a> {
     ) -> &mut Self {
         self.leader = Some(state);
         self
+    }
+
+    /// Takes the Kubernetes events of the leader's collector (a source: each drain hands what
+    /// waits to the sinks) and shows its state in the health model.
+    pub fn kube_events(
+        &mut self,
+        feed: Option<EventFeed>,
+        state: Option<watch::Receiver<KubeEventsState>>,
+    ) -> &mut Self {
+        self.feed = feed;
+        self.kube_events = state;
+        self
+    }
+
+    /// Hands the Kubernetes events waiting in the feed to every sink, flushes the sinks and
+    /// acknowledges them to the collector: what the run does while it hands over the
+    /// leadership (each drain of the capture loop does the same).
+    pub fn drain_feed(&mut self) {
+        if self.dispatch_feed() {
+            self.end_sink_batches();
+        }
+        self.acknowledge_feed();
+    }
+
+    /// Every sink ends its batch (flush, publish).
+    fn end_sink_batches(&mut self) {
+        let end = BatchEnd {
+            node: &self.node,
+            now: SystemTime::now(),
+        };
+        for sink in &mut self.sinks {
+            sink.end_batch(&end);
+        }
+    }
+
+    /// Dispatches what waits in the feed; whether there was any event.
+    fn dispatch_feed(&mut self) -> bool {
+        let Some(mut feed) = self.feed.take() else {
+            return false;
+        };
+        let mut events = Vec::new();
+        feed.drain(&mut events);
+        self.feed = Some(feed);
+        let attr = Attribution::default();
+        for e in &events {
+            health::count_kube_event(&mut self.kube_event_counts, e);
+            self.dispatch(Subject::KubeEvent(e), &attr);
+        }
+        !events.is_empty()
+    }
+
+    /// The events dispatched have been flushed by every sink: tell the collector.
+    fn acknowledge_feed(&mut self) {
+        if let Some(feed) = &mut self.feed {
+            feed.acknowledge();
+        }
     }
 
     /// Shows an HTTP server's connection counters in the health model.
@@ -244,6 +308,8 @@ impl<'a> Pipeline<'a> {
         h.kubelet = self.kube.kubelet.as_ref().map(|k| k.state());
         h.apiserver = self.apiserver.as_ref().map(|a| a.borrow().clone());
         h.leader = self.leader.as_ref().map(|l| l.borrow().clone());
+        h.kube_events = self.kube_events.as_ref().map(|k| k.borrow().clone());
+        h.kube_event_counts.clone_from(&self.kube_event_counts);
         for (name, stats) in &self.servers {
             h.servers.insert(name, stats.snapshot());
         }
@@ -276,13 +342,7 @@ impl<'a> Pipeline<'a> {
 
     /// Ends the run: the last health model (after a final flush), then every sink finishes.
     pub fn finish(mut self) -> (std::sync::Arc<Health>, Result<(), SinkError>) {
-        let end = BatchEnd {
-            node: &self.node,
-            now: SystemTime::now(),
-        };
-        for sink in &mut self.sinks {
-            sink.end_batch(&end);
-        }
+        self.end_sink_batches();
         let health = self.publish_health();
         let mut result = Ok(());
         for sink in self.sinks {
@@ -319,13 +379,9 @@ impl RecordSink for Pipeline<'_> {
         self.peak_drain_bytes = self.peak_drain_bytes.max(self.drain_bytes);
         self.drain_bytes = 0;
         self.merge_bootstrap();
-        let end = BatchEnd {
-            node: &self.node,
-            now: SystemTime::now(),
-        };
-        for sink in &mut self.sinks {
-            sink.end_batch(&end);
-        }
+        self.dispatch_feed();
+        self.end_sink_batches();
+        self.acknowledge_feed();
         if self
             .last_health
             .is_none_or(|t| t.elapsed() >= health::HEALTH_INTERVAL)

@@ -8,6 +8,7 @@
 use std::time::SystemTime;
 
 use crate::{
+    cluster::events::KubeEvent,
     enrich::Attribution,
     event::Event,
     export::{Context, json, text},
@@ -25,7 +26,12 @@ pub enum Subject<'a> {
     ProcessFound(&'a ProcessInfo),
     /// A connection open when Sonde started (`tcp_open` with `found_at_start`).
     ConnFound(&'a FoundConn),
+    /// A Kubernetes event of the cluster, from the leader's collector (`kube_event`).
+    KubeEvent(&'a std::sync::Arc<KubeEvent>),
 }
+
+/// The stream's type of a Kubernetes event.
+pub const KUBE_EVENT: &str = "kube_event";
 
 /// One event, attributed once: what every sink reads.
 #[derive(Clone, Copy)]
@@ -41,6 +47,7 @@ impl Attributed<'_> {
             Subject::Kernel(ev) => ev.type_name(),
             Subject::ProcessFound(_) => "process_found",
             Subject::ConnFound(_) => "tcp_open",
+            Subject::KubeEvent(_) => KUBE_EVENT,
         }
     }
 }
@@ -81,6 +88,7 @@ impl Formatter {
                     json::write_process_found(&mut self.json, p, ev.attr, ctx)
                 }
                 Subject::ConnFound(c) => json::write_conn_found(&mut self.json, c, ev.attr, ctx),
+                Subject::KubeEvent(k) => json::write_kube_event(&mut self.json, k, ctx),
             }
             self.json_of = self.seq;
         }
@@ -93,6 +101,7 @@ impl Formatter {
             Subject::Kernel(e) => text::write_event(out, e, ev.attr, &self.ctx),
             Subject::ProcessFound(p) => text::write_process_found(out, p, ev.attr),
             Subject::ConnFound(c) => text::write_conn_found(out, c, ev.attr),
+            Subject::KubeEvent(k) => text::write_kube_event(out, k),
         }
     }
 }

@@ -71,13 +71,20 @@ pub enum Resource {
     EndpointSlices,
     /// Namespaced, also served by name: get, create, replace (see [`NAMESPACED`]).
     Leases,
+    /// core/v1 events, listed and watched in all namespaces (what the leader collects).
+    Events,
+    /// Namespaced, also served by name: get, create, replace, merge-patch.
+    ConfigMaps,
 }
 
 /// The namespaced resources the stand-in also serves per object, under
 /// `<prefix><namespace>/<plural>[/<name>]`: get, list and watch in a namespace, create (409
-/// AlreadyExists) and replace (409 Conflict unless `metadata.resourceVersion` is current).
-pub const NAMESPACED: [(Resource, &str); 1] =
-    [(Resource::Leases, "/apis/coordination.k8s.io/v1/namespaces/")];
+/// AlreadyExists), replace (409 Conflict unless `metadata.resourceVersion` is current) and
+/// JSON merge patch (404 when missing).
+pub const NAMESPACED: [(Resource, &str); 2] = [
+    (Resource::Leases, "/apis/coordination.k8s.io/v1/namespaces/"),
+    (Resource::ConfigMaps, "/api/v1/namespaces/"),
+];
 
 impl Resource {
     /// The kinds the agent's apiserver metadata source watches (one watch each).
@@ -91,12 +98,17 @@ impl Resource {
         Resource::EndpointSlices,
     ];
 
-    /// Every kind served: the source's, then [`Resource::Leases`].
-    pub const ALL: [Resource; 8] = {
-        let mut all = [Resource::Leases; 8];
+    /// Every kind served: the source's, then the leader's.
+    pub const ALL: [Resource; 10] = {
+        let leaders = [Resource::Leases, Resource::Events, Resource::ConfigMaps];
+        let mut all = [Resource::Leases; 10];
         let mut i = 0;
         while i < Self::SOURCE_KINDS.len() {
             all[i] = Self::SOURCE_KINDS[i];
+            i += 1;
+        }
+        while i < all.len() {
+            all[i] = leaders[i - Self::SOURCE_KINDS.len()];
             i += 1;
         }
         all
@@ -113,6 +125,8 @@ impl Resource {
             Resource::Jobs => "/apis/batch/v1/jobs",
             Resource::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
             Resource::Leases => "/apis/coordination.k8s.io/v1/leases",
+            Resource::Events => "/api/v1/events",
+            Resource::ConfigMaps => "/api/v1/configmaps",
         }
     }
 
@@ -126,12 +140,19 @@ impl Resource {
             Resource::Jobs => "Job",
             Resource::EndpointSlices => "EndpointSlice",
             Resource::Leases => "Lease",
+            Resource::Events => "Event",
+            Resource::ConfigMaps => "ConfigMap",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Resource::Pods | Resource::Nodes | Resource::Namespaces | Resource::Services => "v1",
+            Resource::Pods
+            | Resource::Nodes
+            | Resource::Namespaces
+            | Resource::Services
+            | Resource::Events
+            | Resource::ConfigMaps => "v1",
             Resource::ReplicaSets => "apps/v1",
             Resource::Jobs => "batch/v1",
             Resource::EndpointSlices => "discovery.k8s.io/v1",
@@ -195,7 +216,7 @@ enum Chunk {
 
 struct LiveWatch {
     resource: Resource,
-    selector: Vec<(String, String)>,
+    selector: Vec<Term>,
     metadata_only: bool,
     bookmarks: bool,
     tx: mpsc::UnboundedSender<Chunk>,
@@ -417,6 +438,22 @@ impl ApiserverStandin {
             object,
         });
         rv
+    }
+
+    /// Adds or replaces the event [`kube_event`] makes; returns its resourceVersion.
+    pub fn apply_event(
+        &self,
+        namespace: &str,
+        name: &str,
+        kind: &str,
+        involved: &str,
+        reason: &str,
+        count: u32,
+    ) -> u64 {
+        self.apply(
+            Resource::Events,
+            kube_event(namespace, name, kind, involved, reason, count),
+        )
     }
 
     /// Deletes an object: a `DELETED` event. Returns whether it existed.
@@ -665,6 +702,28 @@ pub fn job(namespace: &str, name: &str, cronjob: Option<&str>) -> Value {
         "spec": {"template": {"spec": {"containers": [{"name": "job", "image": "busybox"}]}}}})
 }
 
+/// A core/v1 Event about `kind` `namespace/involved`, as a controller reports it (UID
+/// `ev-<namespace>-<name>`, `count` times, the time fields in RFC 3339).
+pub fn kube_event(
+    namespace: &str,
+    name: &str,
+    kind: &str,
+    involved: &str,
+    reason: &str,
+    count: u32,
+) -> Value {
+    json!({"metadata": {"name": name, "namespace": namespace,
+                        "uid": format!("ev-{namespace}-{name}"),
+                        "creationTimestamp": "2026-12-03T10:00:00Z"},
+           "involvedObject": {"kind": kind, "namespace": namespace, "name": involved,
+                              "uid": format!("obj-{involved}")},
+           "reason": reason, "message": format!("{reason} of {kind} {involved}"),
+           "type": if reason.starts_with("Failed") || reason == "BackOff" { "Warning" } else { "Normal" },
+           "count": count, "source": {"component": "kubelet", "host": FIXTURE_NODE},
+           "firstTimestamp": "2026-12-03T10:00:00Z",
+           "lastTimestamp": format!("2026-12-03T10:{:02}:00Z", count.min(59))})
+}
+
 /// A ClusterIP Service.
 pub fn service(namespace: &str, name: &str, cluster_ip: &str, ports: &[u16]) -> Value {
     let ports: Vec<Value> = ports
@@ -703,11 +762,12 @@ fn routes(state: Shared) -> Router {
             Arc::new(move |request| Box::pin(serve(Arc::clone(&state), resource, request)));
         router = router.route(Method::GET, resource.path(), handler);
     }
-    for (resource, prefix) in NAMESPACED {
-        for method in [Method::GET, Method::POST, Method::PUT] {
+    let prefixes: BTreeSet<&'static str> = NAMESPACED.iter().map(|(_, p)| *p).collect();
+    for prefix in prefixes {
+        for method in [Method::GET, Method::POST, Method::PUT, Method::PATCH] {
             let state = Arc::clone(&state);
             let handler: Handler = Arc::new(move |request| {
-                Box::pin(object_route(Arc::clone(&state), resource, prefix, request))
+                Box::pin(object_route(Arc::clone(&state), prefix, request))
             });
             router = router.prefix(method, prefix, handler);
         }
@@ -722,10 +782,10 @@ fn routes(state: Shared) -> Router {
 }
 
 /// One object of a [`NAMESPACED`] resource: `GET` (one, or the namespace's list and watch),
-/// `POST` (create), `PUT` (replace, with the resourceVersion precondition).
+/// `POST` (create), `PUT` (replace, with the resourceVersion precondition), `PATCH` (a JSON
+/// merge patch of an existing object).
 async fn object_route(
     state: Shared,
-    resource: Resource,
     prefix: &'static str,
     request: Request<Incoming>,
 ) -> Response<Body> {
@@ -737,12 +797,16 @@ async fn object_route(
         parts.next().unwrap_or_default(),
         parts.next().map(str::to_string),
     );
-    if plural != resource.plural() {
+    let Some(resource) = NAMESPACED
+        .iter()
+        .find(|(r, p)| *p == prefix && r.plural() == plural)
+        .map(|(r, _)| *r)
+    else {
         return status_response(
             404,
             &status(404, "NotFound", "no such resource", json!(null)),
         );
-    }
+    };
     let method = request.method().clone();
     if method == Method::GET && name.is_none() {
         return serve_in(state, resource, Some(namespace), request).await;
@@ -755,6 +819,7 @@ async fn object_route(
         (&Method::GET, _) => "get",
         (&Method::POST, None) => "create",
         (&Method::PUT, Some(_)) => "update",
+        (&Method::PATCH, Some(_)) => "patch",
         _ => return status_response(405, &status(405, "MethodNotAllowed", "method", json!(null))),
     };
     let mut s = lock(&state);
@@ -820,7 +885,12 @@ async fn object_route(
                         ),
                     );
                 }
-                ("update", None) => return not_found(&target),
+                ("update" | "patch", None) => return not_found(&target),
+                ("patch", Some(current)) => {
+                    let mut merged = current.clone();
+                    merge_patch(&mut merged, &object);
+                    object = merged;
+                }
                 ("update", Some(current)) => {
                     let sent = object["metadata"]["resourceVersion"]
                         .as_str()
@@ -954,26 +1024,46 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `a.b=value,c=d` → `[("a.b", "value"), ("c", "d")]`.
-fn parse_selector(text: &str) -> Vec<(String, String)> {
+/// One term of a field selector: `path=value` (or `==`), or `path!=value` (`negated`).
+#[derive(Clone, Debug)]
+struct Term {
+    path: String,
+    value: String,
+    negated: bool,
+}
+
+/// `a.b=value,c!=d` → the terms, ANDed.
+fn parse_selector(text: &str) -> Vec<Term> {
     text.split(',')
         .filter_map(|term| {
-            let (path, value) = term.split_once('=')?;
-            Some((
-                path.trim().to_string(),
-                value.trim_start_matches('=').trim().to_string(),
-            ))
+            let (path, value, negated) = match term.split_once("!=") {
+                Some((p, v)) => (p, v, true),
+                None => {
+                    let (p, v) = term.split_once('=')?;
+                    (p, v.trim_start_matches('='), false)
+                }
+            };
+            Some(Term {
+                path: path.trim().to_string(),
+                value: value.trim().to_string(),
+                negated,
+            })
         })
         .collect()
 }
 
-fn matches(object: &Value, selector: &[(String, String)]) -> bool {
-    selector.iter().all(|(path, want)| {
+fn matches(object: &Value, selector: &[Term]) -> bool {
+    selector.iter().all(|t| {
         let mut v = object;
-        for part in path.split('.') {
+        for part in t.path.split('.') {
             v = &v[part];
         }
-        v.as_str().unwrap_or_default() == want
+        let have = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        (have == t.value) != t.negated
     })
 }
 
@@ -1008,6 +1098,26 @@ fn forbidden_response(resource: Resource, verb: &str, scope: &str) -> Response<B
             json!({"kind": resource.plural(), "group": resource.group()}),
         ),
     )
+}
+
+/// RFC 7386 JSON merge patch: objects merge key by key, `null` deletes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(patch) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Some(map) = target.as_object_mut() {
+        for (key, value) in patch {
+            if value.is_null() {
+                map.remove(key);
+            } else {
+                merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
 }
 
 /// A request's whole body; `None` if it broke off.
@@ -1080,7 +1190,11 @@ async fn serve_in(
     let rv_param = query_param(&query, "resourceVersion").unwrap_or_default();
     let mut selector = parse_selector(&query_param(&query, "fieldSelector").unwrap_or_default());
     if let Some(namespace) = namespace {
-        selector.push(("metadata.namespace".into(), namespace));
+        selector.push(Term {
+            path: "metadata.namespace".into(),
+            value: namespace,
+            negated: false,
+        });
     }
     let bookmarks = query_param(&query, "allowWatchBookmarks").as_deref() == Some("true");
 

@@ -92,7 +92,7 @@ impl<'a> Labels<'a> {
 }
 
 /// Appends `key="value"` (value escaped as the text format wants) to `out`.
-fn render(out: &mut String, key: &str, value: &str) {
+pub(super) fn render(out: &mut String, key: &str, value: &str) {
     if !out.is_empty() {
         out.push(',');
     }

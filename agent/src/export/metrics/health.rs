@@ -315,6 +315,9 @@ pub(super) fn encode(
         )?;
         gauge(&mut m, &none, i64::from(l.transitions))?;
     }
+    if let Some(k) = &h.kube_events {
+        encode_kube_events(k, &h.kube_event_counts, encoder)?;
+    }
     encode_servers(&h.servers, encoder)?;
 
     if let Some(usage) = SelfUsage::read() {
@@ -464,6 +467,91 @@ fn encode_apiserver(a: &ApiserverSyncState, encoder: &mut DescriptorEncoder) -> 
             counter(&mut m, &labels, value(k))?;
         }
     }
+    Ok(())
+}
+
+/// The leader's Kubernetes events: delivered by type, reason and kind, and the collector's
+/// state.
+fn encode_kube_events(
+    k: &crate::cluster::events::collect::KubeEventsState,
+    counts: &std::collections::BTreeMap<health::KubeEventKey, u64>,
+    encoder: &mut DescriptorEncoder,
+) -> fmt::Result {
+    let none = Labels::NONE;
+    let mut m = encoder.encode_descriptor(
+        "sonde_kube_events",
+        "Kubernetes events delivered to the stream by this agent while it led, by event_type, \
+         reason and involved_kind (a repeat with a risen count counts again)",
+        None,
+        MetricType::Counter,
+    )?;
+    let mut rendered = String::new();
+    for ((event_type, reason, kind), n) in counts {
+        rendered.clear();
+        super::collector::render(&mut rendered, "event_type", event_type);
+        super::collector::render(&mut rendered, "reason", reason);
+        let labels = Labels {
+            rendered: &rendered,
+            more: "",
+            key: "involved_kind",
+            value: kind,
+        };
+        counter(&mut m, &labels, *n)?;
+    }
+    let mut m = encoder.encode_descriptor(
+        "sonde_kube_events_collecting",
+        "1 while this agent collects the cluster's Kubernetes events (it leads), else 0",
+        None,
+        MetricType::Gauge,
+    )?;
+    gauge(&mut m, &none, i64::from(k.collecting))?;
+    let mut m = encoder.encode_descriptor(
+        "sonde_kube_events_skipped",
+        "Kubernetes events seen and not delivered, by reason: unchanged (seen before with this \
+         count) or filtered (kube_events.kinds / kube_events.reasons)",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(&mut m, &Labels::one("reason", "unchanged"), k.unchanged)?;
+    counter(&mut m, &Labels::one("reason", "filtered"), k.filtered)?;
+    let counters: [(&str, &str, u64); 5] = [
+        (
+            "sonde_kube_events_token_writes",
+            "Resume tokens written to the ConfigMap sonde-events-token",
+            k.token_writes,
+        ),
+        (
+            "sonde_kube_events_token_write_failures",
+            "Failed writes of the resume token (retried at the next interval)",
+            k.token_write_failures,
+        ),
+        (
+            "sonde_kube_events_lists",
+            "Full lists of the cluster's events (a term without a token, and each after 410 Gone)",
+            k.lists,
+        ),
+        (
+            "sonde_kube_events_watch_expired",
+            "410 Gone answers to the events watch (the version was compacted; relisted)",
+            k.expired,
+        ),
+        (
+            "sonde_kube_events_failures",
+            "Failed requests of the events collector (list, watch, token)",
+            k.failures,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        counter(&mut m, &none, value)?;
+    }
+    let mut m = encoder.encode_descriptor(
+        "sonde_kube_events_tracked",
+        "Kubernetes events whose last count is remembered (kube_events.max_tracked at most)",
+        None,
+        MetricType::Gauge,
+    )?;
+    gauge(&mut m, &none, k.tracked as i64)?;
     Ok(())
 }
 

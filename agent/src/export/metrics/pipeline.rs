@@ -27,7 +27,7 @@ impl Sink for PipelineMetrics {
         match ev.subject {
             Subject::Kernel(e) => self.acc.record(e, ev.attr),
             Subject::ConnFound(c) => self.acc.found_conn(c, ev.attr),
-            Subject::ProcessFound(_) => {}
+            Subject::ProcessFound(_) | Subject::KubeEvent(_) => {}
         }
     }
 

@@ -20,9 +20,13 @@ pub enum WatchKind {
     Services,
     /// All EndpointSlices: endpoint address → pod and Service.
     EndpointSlices,
+    /// All events: watched by the cluster's leader (`cluster::events`), not by the metadata
+    /// source.
+    Events,
 }
 
 impl WatchKind {
+    /// The metadata source's kinds (not [`WatchKind::Events`], the leader's).
     pub const ALL: [WatchKind; 7] = [
         WatchKind::Pods,
         WatchKind::Node,
@@ -33,7 +37,8 @@ impl WatchKind {
         WatchKind::EndpointSlices,
     ];
 
-    /// Whether `config` has this kind watched (the pods always; the rest for what it shows).
+    /// Whether `config` has the metadata source watch this kind (the pods always; the rest for
+    /// what it shows; the events never: the leader watches them).
     pub fn wanted(self, config: &super::config::KubernetesConfig) -> bool {
         match self {
             WatchKind::Pods => true,
@@ -41,6 +46,7 @@ impl WatchKind {
             WatchKind::Namespaces => !config.namespace_labels.is_empty(),
             WatchKind::ReplicaSets | WatchKind::Jobs => config.watch_owners,
             WatchKind::Services | WatchKind::EndpointSlices => config.watch_services,
+            WatchKind::Events => false,
         }
     }
 
@@ -54,13 +60,18 @@ impl WatchKind {
             WatchKind::Jobs => "jobs",
             WatchKind::Services => "services",
             WatchKind::EndpointSlices => "endpointslices",
+            WatchKind::Events => "events",
         }
     }
 
     /// The API group (`""` is the core group).
     pub fn api_group(self) -> &'static str {
         match self {
-            WatchKind::Pods | WatchKind::Node | WatchKind::Namespaces | WatchKind::Services => "",
+            WatchKind::Pods
+            | WatchKind::Node
+            | WatchKind::Namespaces
+            | WatchKind::Services
+            | WatchKind::Events => "",
             WatchKind::ReplicaSets => "apps",
             WatchKind::Jobs => "batch",
             WatchKind::EndpointSlices => "discovery.k8s.io",
