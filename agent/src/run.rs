@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub leader_election: crate::cluster::leader::LeaderElectionConfig,
     /// The leader's collection of the cluster's events (`kube_events.*`).
     pub kube_events: crate::cluster::events::KubeEventsConfig,
+    /// Control-plane health (`controlplane.*`).
+    pub controlplane: crate::cluster::controlplane::ControlPlaneConfig,
 }
 
 impl RunOptions {
@@ -80,6 +82,7 @@ impl RunOptions {
             kubernetes: config.kubernetes.clone(),
             leader_election: config.leader_election.clone(),
             kube_events: config.kube_events.clone(),
+            controlplane: config.controlplane.clone(),
             metrics: config.metrics.enabled.then(|| config.metrics.clone()),
             output_file: config.output.file.clone().map(|path| RotateOptions {
                 path,
@@ -372,13 +375,26 @@ pub async fn run(
     if let Some(a) = &apiserver {
         pipeline.apiserver(a.subscribe());
     }
-    let cluster = crate::cluster::start(&opts.leader_election, &opts.kubernetes, &opts.kube_events)
-        .await
-        .map(|(cluster, feed)| {
-            pipeline.leader(cluster.election());
-            pipeline.kube_events(feed, cluster.events());
-            cluster
-        });
+    let cluster = crate::cluster::start(
+        &opts.leader_election,
+        &opts.kubernetes,
+        &opts.kube_events,
+        &opts.controlplane,
+    )
+    .await
+    .map(|(cluster, feed)| {
+        pipeline.leader(cluster.election());
+        pipeline.kube_events(feed, cluster.events());
+        cluster
+    });
+    let node_components = crate::cluster::controlplane::components::spawn(
+        &opts.controlplane,
+        opts.node.host().root(),
+    );
+    pipeline.controlplane(
+        cluster.as_ref().and_then(|c| c.apiserver_health()),
+        node_components.as_ref().map(|(_, rx)| rx.clone()),
+    );
 
     // Sinks: the event stream (or the --summary table), the event hub, metrics, workloads.
     let writer = OutputWriter::spawn(dest, OUTPUT_QUEUE, BATCH_BYTES).map_err(RunError::Output)?;
@@ -474,6 +490,9 @@ pub async fn run(
     }
     for server in servers {
         server.abort();
+    }
+    if let Some((task, _)) = node_components {
+        task.abort();
     }
     read.map_err(RunError::Reader)?;
     let (health, finished) = pipeline.finish();

@@ -330,7 +330,8 @@ fn a_kubelet_client_certificate_authenticates_without_a_token() {
 }
 
 /// An agent that would contend for the leader Lease (a pod: `POD_NAMESPACE`) is checked for
-/// the leader-election Role too: PASS with it, FAIL naming the Role's file without it.
+/// the leader-election Role and the cluster duties' roles too (the events, their token): PASS
+/// with them, FAIL naming the file without them.
 #[test]
 fn the_leader_election_role_is_checked_in_a_pod() {
     sonde_tests::require_root();
@@ -362,9 +363,16 @@ fn the_leader_election_role_is_checked_in_a_pod() {
     let both = Policy::from_cluster_roles(&[
         role("clusterrole.yaml").as_path(),
         role("leader-election-role.yaml").as_path(),
+        role("cluster-duties-rbac.yaml").as_path(),
     ]);
+    let (events, token) = (
+        "RBAC list, watch events",
+        "RBAC get, create, patch configmaps",
+    );
     let (code, ok) = report(both);
-    assert_eq!(check(&ok, "apiserver", name)["verdict"], "PASS", "{ok:#}");
+    for name in [name, events, token] {
+        assert_eq!(check(&ok, "apiserver", name)["verdict"], "PASS", "{ok:#}");
+    }
     assert_eq!(code, Some(0), "{ok:#}");
     let (code, missing) = report(base_policy());
     let c = check(&missing, "apiserver", name);
@@ -376,5 +384,16 @@ fn the_leader_election_role_is_checked_in_a_pod() {
             .contains("leader-election-role.yaml"),
         "{c}"
     );
+    for name in [events, token] {
+        let c = check(&missing, "apiserver", name);
+        assert_eq!(c["verdict"], "FAIL", "{c}");
+        assert!(
+            c["fix"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("cluster-duties-rbac.yaml"),
+            "{c}"
+        );
+    }
     assert_eq!(code, Some(1));
 }

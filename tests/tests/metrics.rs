@@ -275,13 +275,14 @@ fn every_documented_family_is_exposed_with_its_documented_labels() {
             "sonde_apiserver_",
             "sonde_leader",
             "sonde_kube_events",
+            "sonde_controlplane_",
         ]
         .iter()
         .any(|p| name.starts_with(p))
         {
             // Only with a kubelet or apiserver source, or a leader election; this agent has
             // none (tests/tests/leader_agents.rs scrapes sonde_leader, kube_events.rs
-            // sonde_kube_events_total).
+            // sonde_kube_events_total, controlplane.rs sonde_controlplane_*).
             assert!(
                 !exp.types.contains_key(name.as_str()),
                 "{name} without a kubelet or apiserver source or an election"

@@ -366,6 +366,9 @@ pub fn run(rounds: usize, seconds: f64, only: Option<&str>) -> Result<()> {
         if wanted("metadata") {
             crate::bench_metadata::run()?;
         }
+        if wanted("leader") {
+            crate::bench_metadata::run_leader()?;
+        }
         if wanted("micro") {
             crate::bench_micro::run()?;
         }

@@ -51,7 +51,8 @@ enum Command {
         seconds: f64,
         /// Only this part: tcp, exec, image (the TCP loop under the host build and the image's
         /// static musl build, side by side), bootstrap (start-up scan), metadata (memory with
-        /// 500 pods) or micro (in-process benches: attribution,
+        /// 500 pods), leader (the leader's cost for 100 Kubernetes events/s beside a stand-by)
+        /// or micro (in-process benches: attribution,
         /// Kubernetes join, /metrics scrape, event stream
         /// throughput).
         #[arg(long)]

@@ -22,8 +22,9 @@ const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
 /// `cargo xtask image` / `dist` build with: musl-tools (the static binary's C parts), binutils
 /// (objcopy: debug info to a separate file), umoci and skopeo (an OCI image with no registry);
 /// curl, a real HTTPS client of the agent's API; containerd (and its `ctr`), the runtime the
-/// image is imported into as the README says.
-const PACKAGES: [&str; 11] = [
+/// image is imported into as the README says; etcd-server, the real etcd (TLS client
+/// certificates) whose health the control-plane checks read.
+const PACKAGES: [&str; 12] = [
     "runc",
     "busybox-static",
     "libbpf-tools",
@@ -35,6 +36,7 @@ const PACKAGES: [&str; 11] = [
     "skopeo",
     "curl",
     "containerd",
+    "etcd-server",
 ];
 
 /// The target of the self-contained binary (`cargo xtask image`, `dist`).

@@ -154,6 +154,38 @@ pub fn render(status: &Status, out: &mut Vec<u8>) {
         }
         out.push(b'\n');
     }
+    if let Some(c) = &a.controlplane {
+        let mut parts: Vec<String> = c
+            .apiserver
+            .iter()
+            .map(|e| {
+                let failing: Vec<&str> = e
+                    .checks
+                    .iter()
+                    .filter(|s| !s.up)
+                    .map(|s| s.name.as_str())
+                    .collect();
+                match (e.up, &e.error) {
+                    (true, _) => format!("{} ok", e.endpoint),
+                    (false, _) if !failing.is_empty() => {
+                        format!("{} failing {}", e.endpoint, failing.join(", "))
+                    }
+                    (false, Some(err)) => format!("{} down ({err})", e.endpoint),
+                    (false, None) => format!("{} down", e.endpoint),
+                }
+            })
+            .collect();
+        for comp in c.componentstatuses.iter().chain(&c.components) {
+            parts.push(match (&comp.error, comp.up) {
+                (_, true) => format!("{} up ({:.0} ms)", comp.component, comp.latency_ms),
+                (Some(err), false) => format!("{} down ({err})", comp.component),
+                (None, false) => format!("{} not checked yet", comp.component),
+            });
+        }
+        if !parts.is_empty() {
+            let _ = writeln!(out, "Control plane: {}", parts.join(", "));
+        }
+    }
     if let Some(k) = &a.kube_events {
         let state = if k.collecting {
             "collecting"

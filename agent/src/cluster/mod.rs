@@ -2,6 +2,7 @@
 //! which runs the cluster's duties ([`duties`]: the Kubernetes events, [`events`]) while the
 //! others stand by.
 
+pub mod controlplane;
 pub mod duties;
 pub mod events;
 pub mod leader;
@@ -12,10 +13,13 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::kube::apiserver::{KubernetesConfig, source::Credentials};
 
-use duties::Duties;
+use controlplane::{
+    ComponentHealth, ControlPlaneConfig, EndpointHealth, apiserver::ApiserverChecks,
+};
+use duties::{Duties, Duty};
 use events::{
     EventFeed, KubeEventsConfig,
-    collect::{Collector, Endpoint, KubeEventsState, Setup},
+    collect::{Endpoint, KubeEventsState, Setup},
     token::TokenStore,
 };
 use leader::{ElectionConfig, ElectionState, Elector, LeaderElectionConfig};
@@ -70,10 +74,15 @@ pub fn election_wanted(election: &LeaderElectionConfig, kube: &KubernetesConfig)
     })
 }
 
+/// The leader's reading of the apiserver's health: the endpoints, and `componentstatuses`.
+pub type ApiserverHealth = (Vec<EndpointHealth>, Vec<ComponentHealth>);
+
 /// The election and the leader's duties of a running agent.
 pub struct Cluster {
     elector: Elector,
-    duties: Option<Duties>,
+    duties: Duties,
+    events: Option<watch::Receiver<KubeEventsState>>,
+    apiserver_health: Option<watch::Receiver<ApiserverHealth>>,
 }
 
 impl Cluster {
@@ -83,7 +92,12 @@ impl Cluster {
 
     /// The Kubernetes events collector's state, when it is on.
     pub fn events(&self) -> Option<watch::Receiver<KubeEventsState>> {
-        self.duties.as_ref().map(Duties::events)
+        self.events.clone()
+    }
+
+    /// The apiserver's health as the leader reads it, when on (`controlplane.enabled`).
+    pub fn apiserver_health(&self) -> Option<watch::Receiver<ApiserverHealth>> {
+        self.apiserver_health.clone()
     }
 
     /// Hands over as soon as `stop` turns true (or its sender goes), while the pipeline drains:
@@ -96,9 +110,7 @@ impl Cluster {
                     break;
                 }
             }
-            if let Some(duties) = self.duties {
-                duties.stop().await;
-            }
+            self.duties.stop().await;
             self.elector.release(LEASE_RELEASE_WAIT).await;
         })
     }
@@ -111,6 +123,7 @@ pub async fn start(
     election: &LeaderElectionConfig,
     kube: &KubernetesConfig,
     events: &KubeEventsConfig,
+    controlplane: &ControlPlaneConfig,
 ) -> Option<(Cluster, Option<EventFeed>)> {
     if !election_wanted(election, kube) {
         return None;
@@ -140,38 +153,45 @@ pub async fn start(
     tracing::info!(identity = %config.identity, namespace = %config.namespace,
         lease = %config.lease_name, "contending for the cluster's leader Lease");
     let elector = Elector::spawn(client.clone(), config);
-    if !events.enabled {
-        return Some((
-            Cluster {
-                elector,
-                duties: None,
+    let mut duties: Vec<Box<dyn Duty>> = Vec::new();
+    let (mut feed, mut events_state) = (None, None);
+    if events.enabled {
+        let (sender, pipeline_end) = events::feed();
+        let (state_tx, state_rx) = watch::channel(KubeEventsState::default());
+        duties.push(Box::new(Setup {
+            client: client.clone(),
+            config: events.clone(),
+            feed: sender,
+            tokens: TokenStore::new(client.clone(), &namespace, &identity),
+            endpoint: Endpoint {
+                server,
+                credentials: credentials.describe(),
             },
-            None,
-        ));
+            state: state_tx,
+            max_backoff: kube.max_backoff,
+        }));
+        feed = Some(pipeline_end);
+        events_state = Some(state_rx);
     }
-    let (sender, feed) = events::feed();
-    let (state_tx, state_rx) = watch::channel(KubeEventsState::default());
-    let tokens = TokenStore::new(client.clone(), &namespace, &identity);
-    let endpoint = Endpoint {
-        server,
-        credentials: credentials.describe(),
-    };
-    let setup = Setup {
-        client,
-        config: events.clone(),
-        feed: sender,
-        tokens,
-        endpoint,
-        state: state_tx,
-        max_backoff: kube.max_backoff,
-    };
-    let make = Box::new(move |term| Collector::new(&setup, term));
-    let duties = Duties::spawn(elector.subscribe(), make, state_rx);
+    let mut apiserver_health = None;
+    if controlplane.enabled {
+        let (tx, rx) = watch::channel(ApiserverHealth::default());
+        duties.push(Box::new(ApiserverChecks {
+            client,
+            interval: controlplane.interval,
+            componentstatuses: controlplane.componentstatuses,
+            state: tx,
+        }));
+        apiserver_health = Some(rx);
+    }
+    let duties = Duties::spawn(elector.subscribe(), duties);
     Some((
         Cluster {
             elector,
-            duties: Some(duties),
+            duties,
+            events: events_state,
+            apiserver_health,
         },
-        Some(feed),
+        feed,
     ))
 }

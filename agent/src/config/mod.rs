@@ -55,6 +55,7 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     pub leader_election: crate::cluster::leader::LeaderElectionConfig,
     pub kube_events: crate::cluster::events::KubeEventsConfig,
+    pub controlplane: crate::cluster::controlplane::ControlPlaneConfig,
     pub metrics: MetricsConfig,
     pub api: ApiConfig,
     pub events: EventsConfig,
@@ -185,6 +186,7 @@ impl Config {
         }
         self.leader_election.validate()?;
         self.kube_events.validate()?;
+        self.controlplane.validate()?;
         match (&self.api.tls_cert_file, &self.api.tls_key_file) {
             (Some(_), None) => {
                 return Err((

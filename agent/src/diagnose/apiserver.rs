@@ -30,8 +30,10 @@ use crate::{
 const AREA: &str = "apiserver";
 /// Longest wait for one apiserver request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Where the agent's ClusterRole lives, as a fix names it.
-const CLUSTER_ROLE: &str = "the agent's ClusterRole (manifests/base/clusterrole.yaml)";
+/// Where the agent's roles live, as a fix names them.
+const BASE_ROLES: &str = "manifests/base/clusterrole.yaml";
+const LEADER_ROLE: &str = "manifests/base/leader-election-role.yaml";
+const DUTIES_ROLES: &str = "manifests/base/cluster-duties-rbac.yaml";
 
 /// One permission asked about: the rule a ClusterRole needs for it.
 struct Permission {
@@ -84,6 +86,20 @@ const KUBELET_PODS: [Permission; 2] = [
 ];
 
 /// Leader election: the Lease in the agent's namespace (the Role `sonde-leader-election`).
+/// The leader's Kubernetes events, and their token's ConfigMap.
+const EVENTS: Permission = Permission {
+    group: "",
+    resource: "events",
+    subresource: "",
+    verbs: &["list", "watch"],
+};
+const TOKEN_CONFIGMAP: Permission = Permission {
+    group: "",
+    resource: "configmaps",
+    subresource: "",
+    verbs: &["get", "create", "patch"],
+};
+
 const LEASES: Permission = Permission {
     group: "coordination.k8s.io",
     resource: "leases",
@@ -171,14 +187,18 @@ pub(super) async fn checks(config: &Config, checks: &mut Vec<Check>) {
             subresource: "",
             verbs: &["list", "watch"],
         };
-        checks.push(access(&client, &[permission], None).await);
+        checks.push(access(&client, &[permission], None, BASE_ROLES).await);
     }
     if crate::run::kubelet_options(config).is_some() {
-        checks.push(access(&client, &KUBELET_PODS, None).await);
+        checks.push(access(&client, &KUBELET_PODS, None, BASE_ROLES).await);
     }
     if crate::cluster::election_wanted(&config.leader_election, kube) {
         let namespace = crate::cluster::own_namespace(kube);
-        checks.push(access(&client, &[LEASES], Some(&namespace)).await);
+        checks.push(access(&client, &[LEASES], Some(&namespace), LEADER_ROLE).await);
+        if config.kube_events.enabled {
+            checks.push(access(&client, &[EVENTS], None, DUTIES_ROLES).await);
+            checks.push(access(&client, &[TOKEN_CONFIGMAP], Some(&namespace), DUTIES_ROLES).await);
+        }
     }
 }
 
@@ -249,7 +269,14 @@ async fn reachable(
 /// A SelfSubjectAccessReview for each verb of the permissions (in `namespace`, or cluster-wide):
 /// PASS when every verb of any of them is allowed (they are alternatives), else FAIL naming
 /// the first one's rule.
-async fn access(client: &Client, alternatives: &[Permission], namespace: Option<&str>) -> Check {
+/// Whether the credentials may do each verb of one of `alternatives` (in `namespace`, or
+/// cluster-wide); a denial's fix names the rule and `file`, where the manifests hold it.
+async fn access(
+    client: &Client,
+    alternatives: &[Permission],
+    namespace: Option<&str>,
+    file: &str,
+) -> Check {
     let Some(first) = alternatives.first() else {
         return pass(AREA, "RBAC", "nothing to check");
     };
@@ -306,10 +333,8 @@ async fn access(client: &Client, alternatives: &[Permission], namespace: Option<
         }
     }
     let role = match namespace {
-        None => CLUSTER_ROLE.to_string(),
-        Some(ns) => format!(
-            "the agent's Role in the namespace {ns} (manifests/base/leader-election-role.yaml)"
-        ),
+        None => format!("the agent's ClusterRole ({file})"),
+        Some(ns) => format!("the agent's Role in the namespace {ns} ({file})"),
     };
     not_pass(
         Verdict::Fail,

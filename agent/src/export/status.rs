@@ -61,6 +61,7 @@ impl Status {
                 servers: h.servers.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
                 leader: h.leader.clone(),
                 kube_events: h.kube_events.clone(),
+                controlplane: h.controlplane.clone(),
             },
             workloads: h.workloads.iter().map(WorkloadStatus::from).collect(),
         }
@@ -119,6 +120,9 @@ pub struct Health {
     /// The leader's Kubernetes events collector, when this agent contends (`kube_events`).
     #[serde(default)]
     pub kube_events: Option<crate::cluster::events::collect::KubeEventsState>,
+    /// The control plane's health, when this agent checks it (`controlplane`).
+    #[serde(default)]
+    pub controlplane: Option<crate::cluster::controlplane::ControlPlaneHealth>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -135,6 +135,8 @@ pub struct Health {
     /// Kubernetes events delivered, by (type, reason, involved kind); at most
     /// [`MAX_KUBE_EVENT_SERIES`] keys, the rest under reason and kind `other`.
     pub kube_event_counts: BTreeMap<KubeEventKey, u64>,
+    /// The control plane's health, when checked (leader or control-plane node).
+    pub controlplane: Option<crate::cluster::controlplane::ControlPlaneHealth>,
     /// The HTTP servers' connection counters, by server (`metrics`, `api`).
     pub servers: BTreeMap<&'static str, ServerCounts>,
 }
@@ -165,6 +167,7 @@ impl Default for Health {
             leader: None,
             kube_events: None,
             kube_event_counts: BTreeMap::new(),
+            controlplane: None,
             servers: BTreeMap::new(),
         }
     }

@@ -20,7 +20,10 @@ use tokio::sync::{oneshot, watch};
 
 use crate::{
     capture::{CounterValues, KernelCounters, ProbeStatus, RecordSink, decode::decode},
-    cluster::events::{EventFeed, collect::KubeEventsState},
+    cluster::{
+        controlplane::{ComponentHealth, ControlPlaneHealth},
+        events::{EventFeed, collect::KubeEventsState},
+    },
     enrich::{self, Attribution, KubeJoin},
     event::Event,
     http::ServerStats,
@@ -64,6 +67,10 @@ pub struct Pipeline<'a> {
     feed: Option<EventFeed>,
     kube_events: Option<watch::Receiver<KubeEventsState>>,
     kube_event_counts: BTreeMap<health::KubeEventKey, u64>,
+    /// The control plane's health: the leader's reading of the apiserver, this node's
+    /// components.
+    apiserver_health: Option<watch::Receiver<crate::cluster::ApiserverHealth>>,
+    node_components: Option<watch::Receiver<Vec<ComponentHealth>>>,
     /// The HTTP servers whose connection counters the health model shows.
     servers: Vec<(&'static str, Arc<ServerStats>)>,
     events: BTreeMap<&'static str, u64>,
@@ -107,6 +114,8 @@ impl<'a> Pipeline<'a> {
             feed: None,
             kube_events: None,
             kube_event_counts: BTreeMap::new(),
+            apiserver_health: None,
+            node_components: None,
             servers: Vec::new(),
             events: BTreeMap::new(),
             decode_errors: 0,
@@ -157,6 +166,17 @@ impl<'a> Pipeline<'a> {
     ) -> &mut Self {
         self.feed = feed;
         self.kube_events = state;
+        self
+    }
+
+    /// Follows the control plane's health for the health model.
+    pub fn controlplane(
+        &mut self,
+        apiserver: Option<watch::Receiver<crate::cluster::ApiserverHealth>>,
+        components: Option<watch::Receiver<Vec<ComponentHealth>>>,
+    ) -> &mut Self {
+        self.apiserver_health = apiserver;
+        self.node_components = components;
         self
     }
 
@@ -310,6 +330,23 @@ impl<'a> Pipeline<'a> {
         h.leader = self.leader.as_ref().map(|l| l.borrow().clone());
         h.kube_events = self.kube_events.as_ref().map(|k| k.borrow().clone());
         h.kube_event_counts.clone_from(&self.kube_event_counts);
+        h.controlplane =
+            (self.apiserver_health.is_some() || self.node_components.is_some()).then(|| {
+                let (apiserver, componentstatuses) = self
+                    .apiserver_health
+                    .as_ref()
+                    .map(|a| a.borrow().clone())
+                    .unwrap_or_default();
+                ControlPlaneHealth {
+                    apiserver,
+                    componentstatuses,
+                    components: self
+                        .node_components
+                        .as_ref()
+                        .map(|c| c.borrow().clone())
+                        .unwrap_or_default(),
+                }
+            });
         for (name, stats) in &self.servers {
             h.servers.insert(name, stats.snapshot());
         }

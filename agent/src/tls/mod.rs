@@ -2,6 +2,7 @@
 //! aws-lc), PEM files read with errors that name the file and what is wrong with it, and the
 //! API's serving certificate, re-read when its files change ([`server`]).
 
+pub mod client;
 pub mod server;
 
 use std::{

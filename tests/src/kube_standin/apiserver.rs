@@ -255,6 +255,8 @@ struct State {
     unavailable: bool,
     /// Per-object requests refused with 403.
     forbidden_objects: Vec<(Resource, &'static str)>,
+    /// Health sub-checks made to fail ([`ApiserverStandin::fail_health_check`]).
+    failing_checks: BTreeSet<String>,
 }
 
 impl State {
@@ -313,6 +315,7 @@ impl ApiserverStandin {
             object_requests: Vec::new(),
             unavailable: false,
             forbidden_objects: Vec::new(),
+            failing_checks: BTreeSet::new(),
             seen: Vec::new(),
         }));
         let tls = ca
@@ -611,6 +614,17 @@ impl ApiserverStandin {
         lock(&self.state).unavailable = unavailable;
     }
 
+    /// The health sub-check `name` (`etcd`, `ping`, …) fails in `/readyz` and `/livez` (or,
+    /// with `false`, passes again).
+    pub fn fail_health_check(&self, name: &str, failing: bool) {
+        let mut s = lock(&self.state);
+        if failing {
+            s.failing_checks.insert(name.to_string());
+        } else {
+            s.failing_checks.remove(name);
+        }
+    }
+
     /// Per-object requests so far: (resource, verb, answered 503).
     pub fn object_requests(&self) -> Vec<(Resource, &'static str, bool)> {
         lock(&self.state).object_requests.clone()
@@ -771,6 +785,12 @@ fn routes(state: Shared) -> Router {
             });
             router = router.prefix(method, prefix, handler);
         }
+    }
+    for endpoint in HEALTH_ENDPOINTS {
+        let state = Arc::clone(&state);
+        let handler: Handler =
+            Arc::new(move |request| Box::pin(health(Arc::clone(&state), endpoint, request)));
+        router = router.route(Method::GET, &format!("/{endpoint}"), handler);
     }
     for path in [SELF_SUBJECT_REVIEWS, SELF_SUBJECT_ACCESS_REVIEWS] {
         let state = Arc::clone(&state);
@@ -938,6 +958,50 @@ async fn object_route(
             response
         }
     }
+}
+
+/// The apiserver's health endpoints, and their sub-checks as a 1.3x apiserver lists them.
+const HEALTH_ENDPOINTS: [&str; 2] = ["readyz", "livez"];
+const HEALTH_CHECKS: [&str; 6] = [
+    "ping",
+    "log",
+    "etcd",
+    "informer-sync",
+    "poststarthook/start-apiserver-admission-initializer",
+    "shutdown",
+];
+
+/// `GET /readyz` or `/livez`: `ok` (200), or with `?verbose` one line per sub-check; a failing
+/// check answers 500, as the apiserver does.
+async fn health(
+    state: Shared,
+    endpoint: &'static str,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let verbose = request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    });
+    let failing = lock(&state).failing_checks.clone();
+    let mut body = String::new();
+    for check in HEALTH_CHECKS {
+        if failing.contains(check) {
+            body.push_str(&format!("[-]{check} failed: reason withheld\n"));
+        } else {
+            body.push_str(&format!("[+]{check} ok\n"));
+        }
+    }
+    let ok = HEALTH_CHECKS.iter().all(|c| !failing.contains(*c));
+    let text = match (verbose, ok) {
+        (false, true) => "ok".to_string(),
+        (true, true) => format!("{body}{endpoint} check passed\n"),
+        (_, false) => format!("{body}{endpoint} check failed\n"),
+    };
+    let mut response = Response::new(super::server::full(text.into_bytes()));
+    if !ok {
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    response
 }
 
 const SELF_SUBJECT_REVIEWS: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";

@@ -102,6 +102,12 @@ pub struct Setup {
     pub max_backoff: Duration,
 }
 
+impl crate::cluster::duties::Duty for Setup {
+    fn start(&self, term: u64, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Collector::new(self, term).run(stop))
+    }
+}
+
 /// One term's collector.
 pub struct Collector {
     api: Api<CoreEvent>,

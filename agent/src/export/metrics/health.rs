@@ -318,6 +318,9 @@ pub(super) fn encode(
     if let Some(k) = &h.kube_events {
         encode_kube_events(k, &h.kube_event_counts, encoder)?;
     }
+    if let Some(c) = &h.controlplane {
+        encode_controlplane(c, encoder)?;
+    }
     encode_servers(&h.servers, encoder)?;
 
     if let Some(usage) = SelfUsage::read() {
@@ -466,6 +469,75 @@ fn encode_apiserver(a: &ApiserverSyncState, encoder: &mut DescriptorEncoder) -> 
         for (labels, k) in kinds() {
             counter(&mut m, &labels, value(k))?;
         }
+    }
+    Ok(())
+}
+
+/// The control plane's health: the apiserver's sub-checks (on the leader) and the components.
+fn encode_controlplane(
+    c: &crate::cluster::controlplane::ControlPlaneHealth,
+    encoder: &mut DescriptorEncoder,
+) -> fmt::Result {
+    let mut rendered = String::new();
+    let mut m = encoder.encode_descriptor(
+        "sonde_controlplane_endpoint_up",
+        "1 when the apiserver's health endpoint (readyz, livez) answered 200, else 0 (leader only)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for e in &c.apiserver {
+        gauge(
+            &mut m,
+            &Labels::one("endpoint", &e.endpoint),
+            i64::from(e.up),
+        )?;
+    }
+    let mut m = encoder.encode_descriptor(
+        "sonde_controlplane_check_up",
+        "1 when the sub-check of the apiserver's readyz or livez passed, else 0 (leader only)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for e in &c.apiserver {
+        for check in &e.checks {
+            rendered.clear();
+            super::collector::render(&mut rendered, "endpoint", &e.endpoint);
+            let labels = Labels {
+                rendered: &rendered,
+                more: "",
+                key: "check",
+                value: &check.name,
+            };
+            gauge(&mut m, &labels, i64::from(check.up))?;
+        }
+    }
+    let components = || c.componentstatuses.iter().chain(&c.components);
+    let mut m = encoder.encode_descriptor(
+        "sonde_controlplane_component_up",
+        "1 when the control-plane component answered healthy, else 0 (this node's scheduler, \
+         controller-manager and etcd; componentstatuses on the leader when enabled)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for comp in components() {
+        gauge(
+            &mut m,
+            &Labels::one("component", &comp.component),
+            i64::from(comp.up),
+        )?;
+    }
+    let mut m = encoder.encode_descriptor(
+        "sonde_controlplane_component_latency_seconds",
+        "How long the component's last health check took",
+        None,
+        MetricType::Gauge,
+    )?;
+    for comp in components() {
+        gauge(
+            &mut m,
+            &Labels::one("component", &comp.component),
+            comp.latency_ms / 1e3,
+        )?;
     }
     Ok(())
 }

@@ -3,12 +3,7 @@
 
 use std::{io, path::PathBuf, sync::Arc};
 
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature},
-    pki_types::{CertificateDer, ServerName, UnixTime},
-};
+use rustls::{CertificateError, ClientConfig, RootCertStore, pki_types::ServerName};
 
 use super::error::KubeletError;
 
@@ -21,8 +16,6 @@ pub(super) enum Trust {
     Anything,
 }
 
-use crate::tls::provider;
-
 fn load_roots(path: &std::path::Path) -> Result<RootCertStore, KubeletError> {
     crate::tls::load_roots(path).map_err(|e| KubeletError::CaFile {
         path: path.to_path_buf(),
@@ -34,19 +27,12 @@ pub(super) fn client_config(
     trust: &Trust,
     client: Option<&crate::tls::TlsFiles>,
 ) -> Result<Arc<ClientConfig>, KubeletError> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| KubeletError::Internal(format!("TLS setup: {e}")))?;
-    let builder = match trust {
-        Trust::CaFile(path) => builder.with_root_certificates(load_roots(path)?),
-        Trust::Anything => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider))),
+    let roots = match trust {
+        Trust::CaFile(path) => Some(load_roots(path)?),
+        Trust::Anything => None,
     };
-    let mut config = match client {
-        None => builder.with_no_client_auth(),
-        Some(client) => {
+    let client = client
+        .map(|client| {
             let fail = |reason: String| KubeletError::ClientCert {
                 cert: client.cert.clone(),
                 key: client.key.clone(),
@@ -54,63 +40,11 @@ pub(super) fn client_config(
             };
             let chain = crate::tls::load_certs(&client.cert).map_err(|e| fail(e.to_string()))?;
             let key = crate::tls::load_key(&client.key).map_err(|e| fail(e.to_string()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| fail(e.to_string()))?
-        }
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// `kubelet.tls_verify: false`: accepts any certificate, but still verifies that the peer
-/// holds its key (the handshake signatures), so the session is at least encrypted to it.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+            Ok::<_, KubeletError>((chain, key))
+        })
+        .transpose()?;
+    crate::tls::client::config(roots, client)
+        .map_err(|e| KubeletError::Internal(format!("TLS setup: {e}")))
 }
 
 /// The server name to verify the certificate against: the URL's host (an IP or a DNS name).
