@@ -48,7 +48,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let apiserver = ApiserverStandin::start();
-    let token = ["--set", "kube_events.token_interval=5s"];
+    // (two agents on one kernel: allowed here, as the test suite does)
+    let token = [
+        "--set",
+        "kube_events.token_interval=5s",
+        "--set",
+        "capture.allow_other_agents=true",
+    ];
     let (a, a_api) = start_contender(&apiserver, "bench-a", &token);
     let (b, b_api) = start_contender(&apiserver, "bench-b", &token);
     let deadline = Instant::now() + Duration::from_secs(15);
