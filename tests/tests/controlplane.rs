@@ -1,5 +1,6 @@
 //! Control-plane health: the leader reads the apiserver's `/readyz?verbose` and
-//! `/livez?verbose` (a failing etcd sub-check shows as 0 in its gauge, and recovers); an agent
+//! `/livez?verbose` (a failing etcd sub-check shows as 0 in its gauge, and recovers) and, when
+//! enabled, the componentstatuses; an agent
 //! on a control-plane node checks a real etcd (Debian `etcd-server`, TLS with client
 //! certificates made by the test) and scheduler and controller-manager stand-ins over TLS:
 //! etcd stopped → its gauge goes to 0 with the error in `/v1/status`; restarted → 1.
@@ -17,7 +18,8 @@ use sonde_tests::{
     api,
     cluster::start_contender,
     kube_standin::{
-        ApiserverStandin, TestCa,
+        ApiserverStandin, Resource, TestCa,
+        apiserver::component_status,
         server::{Handler, Router, TestServer, full},
     },
     metrics::{Exposition, free_port, scrape},
@@ -46,10 +48,39 @@ fn wait_gauge(agent: &mut Agent, name: &str, labels: &[(&str, &str)], want: f64)
 fn a_failing_etcd_check_of_the_apiserver_shows_in_its_gauge_on_the_leader() {
     sonde_tests::require_root();
     let apiserver = ApiserverStandin::start();
+    apiserver.apply(
+        Resource::ComponentStatuses,
+        component_status("scheduler", None),
+    );
+    apiserver.apply(
+        Resource::ComponentStatuses,
+        component_status(
+            "etcd-0",
+            Some("dial tcp 127.0.0.1:2379: connect: connection refused"),
+        ),
+    );
     let (mut agent, addr) = start_contender(
         &apiserver,
         "agent-a",
-        &["--set", "controlplane.interval=1s"],
+        &[
+            "--set",
+            "controlplane.interval=1s",
+            "--set",
+            "controlplane.componentstatuses=true",
+        ],
+    );
+    // componentstatuses, opt-in: each one's Healthy condition.
+    wait_gauge(
+        &mut agent,
+        "sonde_controlplane_component_up",
+        &[("component", "scheduler")],
+        1.0,
+    );
+    wait_gauge(
+        &mut agent,
+        "sonde_controlplane_component_up",
+        &[("component", "etcd-0")],
+        0.0,
     );
     for endpoint in ["readyz", "livez"] {
         wait_gauge(

@@ -75,6 +75,8 @@ pub enum Resource {
     Events,
     /// Namespaced, also served by name: get, create, replace, merge-patch.
     ConfigMaps,
+    /// The deprecated componentstatuses (cluster-scoped, list only).
+    ComponentStatuses,
 }
 
 /// The namespaced resources the stand-in also serves per object, under
@@ -99,9 +101,14 @@ impl Resource {
     ];
 
     /// Every kind served: the source's, then the leader's.
-    pub const ALL: [Resource; 10] = {
-        let leaders = [Resource::Leases, Resource::Events, Resource::ConfigMaps];
-        let mut all = [Resource::Leases; 10];
+    pub const ALL: [Resource; 11] = {
+        let leaders = [
+            Resource::Leases,
+            Resource::Events,
+            Resource::ConfigMaps,
+            Resource::ComponentStatuses,
+        ];
+        let mut all = [Resource::Leases; 11];
         let mut i = 0;
         while i < Self::SOURCE_KINDS.len() {
             all[i] = Self::SOURCE_KINDS[i];
@@ -127,6 +134,7 @@ impl Resource {
             Resource::Leases => "/apis/coordination.k8s.io/v1/leases",
             Resource::Events => "/api/v1/events",
             Resource::ConfigMaps => "/api/v1/configmaps",
+            Resource::ComponentStatuses => "/api/v1/componentstatuses",
         }
     }
 
@@ -142,6 +150,7 @@ impl Resource {
             Resource::Leases => "Lease",
             Resource::Events => "Event",
             Resource::ConfigMaps => "ConfigMap",
+            Resource::ComponentStatuses => "ComponentStatus",
         }
     }
 
@@ -152,7 +161,8 @@ impl Resource {
             | Resource::Namespaces
             | Resource::Services
             | Resource::Events
-            | Resource::ConfigMaps => "v1",
+            | Resource::ConfigMaps
+            | Resource::ComponentStatuses => "v1",
             Resource::ReplicaSets => "apps/v1",
             Resource::Jobs => "batch/v1",
             Resource::EndpointSlices => "discovery.k8s.io/v1",
@@ -736,6 +746,15 @@ pub fn kube_event(
            "count": count, "source": {"component": "kubelet", "host": FIXTURE_NODE},
            "firstTimestamp": "2026-12-03T10:00:00Z",
            "lastTimestamp": format!("2026-12-03T10:{:02}:00Z", count.min(59))})
+}
+
+/// A componentstatus as the apiserver reports it: `Healthy` True, or False with `error`.
+pub fn component_status(name: &str, error: Option<&str>) -> Value {
+    let condition = match error {
+        None => json!({"type": "Healthy", "status": "True", "message": "ok"}),
+        Some(e) => json!({"type": "Healthy", "status": "False", "error": e}),
+    };
+    json!({"metadata": {"name": name}, "conditions": [condition]})
 }
 
 /// A ClusterIP Service.
