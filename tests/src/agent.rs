@@ -299,6 +299,11 @@ impl Agent {
         self.child.id()
     }
 
+    /// What the agent logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
     /// The address of the agent's /metrics endpoint, from its "serving Prometheus metrics at
     /// http://ADDR/metrics" log line.
     pub fn metrics_addr(&mut self) -> std::net::SocketAddr {
