@@ -97,7 +97,7 @@ fn object_files(dir: &Path, found: &mut Vec<PathBuf>) {
 fn every_kustomization_renders_and_validates_and_so_does_each_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut rendered = Vec::new();
-    for k in ["", "overlays/tolerate-all"] {
+    for k in ["", "overlays/tolerate-all", "overlays/control-plane"] {
         let yaml = kustomize(&manifests().join(k));
         let path = dir.path().join(format!("{}.yaml", k.replace('/', "-")));
         std::fs::write(&path, &yaml).expect("write rendered");
@@ -225,4 +225,50 @@ fn the_daemonset_has_what_a_production_node_needs() {
         text.contains("/host") && text.contains("0.0.0.0:9464"),
         "{text}"
     );
+}
+
+/// The control-plane overlay gives the agents the node's network (the components listen on its
+/// loopback) and mounts, under the configured host_root, exactly where the controlplane.*
+/// defaults read etcd's certificates and the static pod manifests.
+#[test]
+fn the_control_plane_overlay_mounts_what_the_checks_read() {
+    use sonde::cluster::controlplane::{ControlPlaneConfig, STATIC_POD_DIR};
+    let docs = yaml::documents(&kustomize(&manifests().join("overlays/control-plane")));
+    let ds = kind_of(&docs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
+    assert_eq!(pod["dnsPolicy"].as_str(), Some("ClusterFirstWithHostNet"));
+    let config = kind_of(&docs, "ConfigMap");
+    let sonde_yaml = config["data"]["sonde.yaml"].as_str().expect("sonde.yaml");
+    let host_root = sonde_yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("host_root:"))
+        .map(str::trim)
+        .expect("host_root in the config");
+    let mounts: Vec<(String, bool)> = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .map(|m| {
+            (
+                m["mountPath"].as_str().unwrap_or_default().to_string(),
+                m["readOnly"].as_bool() == Some(true),
+            )
+        })
+        .collect();
+    let defaults = ControlPlaneConfig::default();
+    let etcd_dir = defaults.etcd_ca_file.parent().expect("a directory");
+    for dir in [etcd_dir, std::path::Path::new(STATIC_POD_DIR)] {
+        let want = format!("{host_root}{}", dir.display());
+        assert!(
+            mounts.contains(&(want.clone(), true)),
+            "{want} is not mounted read-only: {mounts:?}"
+        );
+    }
+    for file in [&defaults.etcd_cert_file, &defaults.etcd_key_file] {
+        assert_eq!(file.parent(), Some(etcd_dir), "{}", file.display());
+    }
+    // The base install does not take the node's network.
+    let base = yaml::documents(&kustomize(&manifests()));
+    assert!(kind_of(&base, "DaemonSet")["spec"]["template"]["spec"]["hostNetwork"].is_null());
 }
