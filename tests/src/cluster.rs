@@ -94,3 +94,22 @@ pub fn lease_holder(apiserver: &ApiserverStandin) -> Option<String> {
     let lease = apiserver.get(Resource::Leases, NAMESPACE, "sonde-leader-election")?;
     lease["spec"]["holderIdentity"].as_str().map(str::to_string)
 }
+
+/// A line of the agent's log: its time and its text without the terminal colour codes.
+pub fn log_line(line: &str) -> Option<(k8s_openapi::jiff::Timestamp, String)> {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let at = plain.split_whitespace().next()?.parse().ok()?;
+    Some((at, plain))
+}

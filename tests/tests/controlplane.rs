@@ -137,6 +137,21 @@ fn a_failing_etcd_check_of_the_apiserver_shows_in_its_gauge_on_the_leader() {
         },
     );
     assert_eq!(status["apiserver"][0]["endpoint"], "readyz", "{status}");
+    // sonde status prints it.
+    let out = std::process::Command::new(sonde_tests::agent::sonde_bin())
+        .args(["status", "--api", &addr.to_string()])
+        .output()
+        .expect("sonde status");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("Control plane: "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        line.contains("readyz failing etcd") && line.contains("scheduler up"),
+        "{line}"
+    );
+    assert!(table.contains("Kubernetes events: collecting"), "{table}");
     apiserver.fail_health_check("etcd", false);
     wait_gauge(
         &mut agent,

@@ -234,3 +234,77 @@ fn the_leader_emits_each_event_once_repeats_again_and_resumes_from_its_token() {
     );
     next.stop();
 }
+
+/// A leader that cannot renew its Lease (every Lease request answers 503) stands down at its
+/// renew deadline and stops its duties — by its own log, before its Lease could expire for
+/// anyone else — and, once the apiserver answers again, leads a new term that resumes from the
+/// token: an event created while no one led is emitted once, and nothing twice.
+#[test]
+fn a_leader_that_cannot_renew_stops_its_duties_before_its_lease_can_expire() {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    sonde_tests::require_root();
+    let apiserver = ApiserverStandin::start();
+    apiserver.apply_event("shop", "before.a", "Pod", "web-1", "Pulled", 1);
+    let (agent, addr) = start_agent(&apiserver, "agent-a", &[]);
+    agent.wait_for("the first event", Duration::from_secs(15), |ev| {
+        emitted(ev).contains_key(&key("shop", "before.a", 1))
+    });
+    poll_until("the token written", Duration::from_secs(5), || {
+        token(&apiserver).ok_or("none")
+    });
+
+    apiserver.set_unavailable(true);
+    let lease = apiserver
+        .get(Resource::Leases, "sonde", "sonde-leader-election")
+        .expect("the Lease");
+    let renewed: Timestamp = lease["spec"]["renewTime"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("renewTime in {lease}"));
+    let stopped = poll_until("the duties stopped", Duration::from_secs(10), || {
+        let log = agent.stderr();
+        log.lines()
+            .filter_map(sonde_tests::cluster::log_line)
+            .find(|(_, l)| l.contains("no longer leading: the cluster's duties stopped"))
+            .map(|(at, _)| at)
+            .ok_or(())
+    });
+    let expiry =
+        renewed + SignedDuration::from_secs(sonde_tests::cluster::LEASE_DURATION_SECS as i64);
+    assert!(
+        stopped < expiry,
+        "the duties stopped at {stopped}, after the Lease could expire ({expiry})"
+    );
+    poll_until("the status says so", Duration::from_secs(5), || {
+        let k = collector(addr);
+        if k["collecting"] == false {
+            Ok(())
+        } else {
+            Err(k)
+        }
+    });
+    // (created while no one leads: the next term emits it)
+    apiserver.apply_event("shop", "during.a", "Pod", "web-1", "BackOff", 1);
+
+    apiserver.set_unavailable(false);
+    let events = poll_until("the event of the outage", Duration::from_secs(15), || {
+        let ev = agent.events();
+        if emitted(&ev).contains_key(&key("shop", "during.a", 1)) {
+            Ok(ev)
+        } else {
+            Err(collector(addr))
+        }
+    });
+    let all = emitted(&events);
+    assert!(all.values().all(|&n| n == 1), "emitted twice: {all:?}");
+    let k = poll_until("a second term", Duration::from_secs(5), || {
+        let k = collector(addr);
+        if k["terms"].as_u64() >= Some(2) && k["collecting"] == true {
+            Ok(k)
+        } else {
+            Err(k)
+        }
+    });
+    assert!(k["resumed_from"].is_string(), "{k}");
+    agent.stop();
+}

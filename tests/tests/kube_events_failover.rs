@@ -22,7 +22,7 @@ use sonde_tests::{
     agent::Agent,
     api,
     cluster::{
-        LEASE_DURATION_SECS, RETRY_PERIOD_SECS, event_key, kube_events, lease_holder,
+        LEASE_DURATION_SECS, RETRY_PERIOD_SECS, event_key, kube_events, lease_holder, log_line,
         start_contender, token,
     },
     kube_standin::ApiserverStandin,
@@ -57,12 +57,7 @@ impl Contender {
     fn terms(&self, log: &str) -> Vec<(Timestamp, Option<Timestamp>)> {
         let mut terms: Vec<(Timestamp, Option<Timestamp>)> = Vec::new();
         for line in log.lines() {
-            let plain: String = strip_ansi(line);
-            let Some(at) = plain
-                .split_whitespace()
-                .next()
-                .and_then(|t| t.parse::<Timestamp>().ok())
-            else {
+            let Some((at, plain)) = log_line(line) else {
                 continue;
             };
             if plain.contains("leading: the cluster's duties start") {
@@ -80,24 +75,6 @@ impl Contender {
         }
         terms
     }
-}
-
-/// The line without its terminal colour codes.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// What the producer made: every `(uid, count)` and the resourceVersion of each.

@@ -129,6 +129,15 @@ pub struct Collector {
     next_token: Instant,
 }
 
+/// Turns `collecting` off when the term's task ends or is aborted.
+struct Collecting(watch::Sender<KubeEventsState>);
+
+impl Drop for Collecting {
+    fn drop(&mut self) {
+        self.0.send_modify(|s| s.collecting = false);
+    }
+}
+
 /// Why a watch ended.
 enum WatchEnd {
     /// The term is to stop.
@@ -216,11 +225,12 @@ impl Collector {
             s.collecting = true;
             s.terms += 1;
         });
+        // Dropped however the term ends, aborted included.
+        let _collecting = Collecting(self.state.clone());
         let ended = self.term_loop(&mut stop).await;
         if matches!(ended, Stop::Requested) {
             self.finish().await;
         }
-        self.state.send_modify(|s| s.collecting = false);
     }
 
     async fn term_loop(&mut self, stop: &mut watch::Receiver<bool>) -> Stop {
