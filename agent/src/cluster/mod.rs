@@ -1,6 +1,7 @@
 //! Work done once per cluster, not once per node: the agents elect one leader ([`leader`]),
-//! which runs the cluster's duties ([`duties`]: the Kubernetes events, [`events`]) while the
-//! others stand by.
+//! which runs the cluster's duties ([`duties`]: the Kubernetes events, [`events`]; the
+//! apiserver's health, [`controlplane`]) while the others stand by. Every agent on a
+//! control-plane node also checks its own node's components ([`controlplane::components`]).
 
 pub mod controlplane;
 pub mod duties;
