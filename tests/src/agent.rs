@@ -119,6 +119,31 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// `VmRSS` and `VmHWM` (the peak) of `pid`, in KiB (0 when unreadable).
+pub fn rss_and_peak_kib(pid: u32) -> (u64, u64) {
+    let field = |name| status_kib(pid, name).unwrap_or(0);
+    (field("VmRSS"), field("VmHWM"))
+}
+
+/// User + system CPU time of `pid` so far, in seconds (0 when unreadable).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the comm's closing parenthesis; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
 /// The systemd notification socket a test passes to the agent as `NOTIFY_SOCKET`: the agent
 /// sends `READY=1` on it once every probe is attached.
 pub struct NotifySocket {

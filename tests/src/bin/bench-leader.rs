@@ -14,28 +14,11 @@ use std::{
 };
 
 use sonde_tests::{
-    agent::status_kib,
+    agent::{cpu_seconds, rss_and_peak_kib},
     api,
     cluster::{emitted, start_contender},
     kube_standin::{ApiserverStandin, Resource},
 };
-
-/// User + system CPU seconds of `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15: 11 and 12 after the comm.
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn main() -> ExitCode {
     let arg = |i: usize| {
@@ -104,11 +87,12 @@ fn main() -> ExitCode {
         cpu_seconds(lead.pid()) - cpu_before[0],
         cpu_seconds(standby.pid()) - cpu_before[1],
     ];
-    let rss = |pid| status_kib(pid, "VmRSS").unwrap_or(0) as f64 / 1024.0;
-    let hwm = |pid| status_kib(pid, "VmHWM").unwrap_or(0) as f64 / 1024.0;
     std::thread::sleep(Duration::from_secs(1));
     let delivered: usize = emitted(&lead.events()).values().sum();
     let writes = patches() - patches_before;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let (lead_rss, lead_hwm) = rss_and_peak_kib(lead.pid());
+    let (standby_rss, standby_hwm) = rss_and_peak_kib(standby.pid());
     println!(
         "{total} events in {elapsed:.1} s ({:.0}/s): leader CPU {:.2}% of one core, stand-by \
          {:.2}% (leader's duties: {:+.2} points); RSS leader {:.1} MiB (peak {:.1}), stand-by \
@@ -118,10 +102,10 @@ fn main() -> ExitCode {
         cpu[0] / elapsed * 100.0,
         cpu[1] / elapsed * 100.0,
         (cpu[0] - cpu[1]) / elapsed * 100.0,
-        rss(lead.pid()),
-        hwm(lead.pid()),
-        rss(standby.pid()),
-        hwm(standby.pid()),
+        mib(lead_rss),
+        mib(lead_hwm),
+        mib(standby_rss),
+        mib(standby_hwm),
         writes as f64 / elapsed * 60.0,
     );
     ExitCode::SUCCESS

@@ -14,19 +14,13 @@ use std::{
 };
 
 use sonde_tests::{
-    agent::{Agent, status_kib},
+    agent::{Agent, rss_and_peak_kib},
     kube_standin::{
         ApiserverStandin, KubeletStandin, Resource,
         apiserver::{FIXTURE_NODE, endpoint_slice, service},
         payloads,
     },
 };
-
-/// `VmRSS` and `VmHWM` of `pid`, in KiB.
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let field = |name| status_kib(pid, name).unwrap_or(0);
-    (field("VmRSS"), field("VmHWM"))
-}
 
 fn measure(args: &[&str], settle: impl Fn() -> bool) -> Result<(u64, u64), String> {
     let agent = Agent::start(args);
@@ -39,7 +33,7 @@ fn measure(args: &[&str], settle: impl Fn() -> bool) -> Result<(u64, u64), Strin
     }
     // Let the refresher swap the store in and the allocator settle.
     std::thread::sleep(Duration::from_secs(2));
-    let rss = rss_kib(agent.pid());
+    let rss = rss_and_peak_kib(agent.pid());
     drop(agent);
     Ok(rss)
 }

@@ -4,12 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::ComponentStatus;
 use kube::{Api, Client, api::ListParams};
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{ComponentHealth, EndpointHealth, parse_verbose};
+use super::{ComponentHealth, EndpointHealth, parse_verbose, status_and_body};
 use crate::cluster::duties::Duty;
 
 /// The endpoints read.
@@ -69,13 +68,7 @@ impl ApiserverChecks {
             .expect("a static request");
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
             let response = self.client.send(request).await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
+            let (status, body) = status_and_body(response).await?;
             Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
         })
         .await;

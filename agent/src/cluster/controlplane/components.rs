@@ -12,7 +12,7 @@ use std::{
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, sync::watch, task::JoinHandle, time::timeout};
 use tokio_rustls::TlsConnector;
@@ -246,14 +246,7 @@ async fn get(
         .send_request(request)
         .await
         .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, body))
+    super::status_and_body(response).await
 }
 
 #[cfg(test)]

@@ -135,6 +135,26 @@ pub struct ControlPlaneHealth {
     pub components: Vec<ComponentHealth>,
 }
 
+/// A response's status and whole body (the health answers are a few hundred bytes), for both
+/// clients the checks use: the kube client's and the components' own.
+pub(crate) async fn status_and_body<B>(
+    response: http::Response<B>,
+) -> Result<(http::StatusCode, bytes::Bytes), String>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Display,
+{
+    use http_body_util::BodyExt;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
 /// The sub-checks of a `?verbose` body: `[+]name ok` / `[-]name failed: reason withheld`.
 pub fn parse_verbose(body: &str) -> Vec<SubCheck> {
     body.lines()
