@@ -46,7 +46,7 @@ pub enum FilterError {
          (e.g. /v1/events?container=3f2a&type=exec)"
     )]
     UnknownParameter(String),
-    #[error("unknown event type {0:?}. Fix: use one of {types} (or exec, fork, exit, found, open, close, fail, process, tcp, kube)", types = EVENT_TYPES.join(", "))]
+    #[error("unknown event type {0:?}. Fix: use one of {types} (or exec, fork, exit, found, open, close, fail, event, process, tcp, kube)", types = EVENT_TYPES.join(", "))]
     UnknownType(String),
     #[error("{0} is given twice. Fix: give it once (only type takes several values)")]
     Repeated(&'static str),
